@@ -268,7 +268,8 @@ class Study:
         if not (target.parent / "zarr.json").exists():
             zarr.open_group(target.parent, mode="a", zarr_format=3)
         staging = target.with_name(f"{_STAGING_PREFIX}{target.name}-{uuid.uuid4().hex[:8]}")
-        chunks = (1, 1) + data.shape[2:] if data.ndim == 4 else data.shape
+        # One chunk: a reader gets the whole old or the whole new array, never a mix.
+        chunks = data.shape
         try:
             arr = zarr.create_array(
                 zarr.storage.LocalStore(staging), shape=data.shape, dtype=data.dtype,

@@ -1,0 +1,30 @@
+"""Progress reporting for the command line.
+
+Core functions take an optional ``progress(done, total)`` callback; the CLI
+passes a :class:`TqdmProgress`, the napari widgets one that feeds a progress bar.
+"""
+
+from __future__ import annotations
+
+
+class TqdmProgress:
+    """A ``progress(done, total)`` callback drawing a tqdm bar on stderr."""
+
+    def __init__(self, description: str, unit: str = "frame"):
+        self.description = description
+        self.unit = unit
+        self.bar = None
+
+    def __call__(self, done: int, total: int) -> None:
+        from tqdm import tqdm
+
+        if self.bar is None:
+            self.bar = tqdm(total=total, desc=self.description, unit=self.unit, leave=False)
+        self.bar.update(done - self.bar.n)
+
+    def __enter__(self) -> TqdmProgress:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self.bar is not None:
+            self.bar.close()

@@ -1,0 +1,53 @@
+"""Pictures and tables written from a study store (PNG via matplotlib's Agg backend)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def montage_frames(n_frames: int, n_columns: int) -> list[int]:
+    """Frame indices spread evenly over the series, first and last included."""
+    return sorted({int(round(i)) for i in np.linspace(0, n_frames - 1, min(n_columns, n_frames))})
+
+
+def save_montage(study, path: str | Path, n_columns: int = 8) -> Path:
+    """Save a grid of frames: one row per slice, columns spread over time.
+
+    Only the frames shown are read from the store.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    n_slices, n_frames, n_rows, n_cols = study.shape
+    frames = montage_frames(n_frames, n_columns)
+    shown = study.image[:, frames].compute().astype(np.float32)
+    low, high = np.percentile(shown, [1, 99.7])
+    times = study.frame_times_s
+    levels = study.attrs["slice_levels"]
+    aspect = study.pixel_spacing_mm[0] / study.pixel_spacing_mm[1]
+    cell = 1.6
+    fig, axes = plt.subplots(
+        n_slices, len(frames), squeeze=False,
+        figsize=(cell * len(frames), cell * n_slices * aspect * n_rows / n_cols + 0.4),
+    )
+    for s in range(n_slices):
+        for j, t in enumerate(frames):
+            ax = axes[s, j]
+            ax.imshow(shown[s, j], cmap="gray", vmin=low, vmax=high, aspect=aspect)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if s == 0:
+                ax.set_title(f"t = {times[s, t]:.1f} s", fontsize=8)
+            if j == 0:
+                ax.set_ylabel(levels[s], fontsize=8)
+    fig.suptitle(f"{study.name}: {n_slices} slices x {n_frames} frames", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

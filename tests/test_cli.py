@@ -1,0 +1,65 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from napari_perfroi.cli import main
+from napari_perfroi.study import Study
+
+PERFROI = str(Path(sys.executable).with_name("perfroi"))
+
+
+def run_perfroi(*args, cwd=None):
+    return subprocess.run([PERFROI, *map(str, args)], capture_output=True, text=True, cwd=cwd)
+
+
+def test_console_script_help():
+    result = run_perfroi("--help")
+    assert result.returncode == 0
+    for command in ("import", "phantom", "info", "demo"):
+        assert command in result.stdout
+
+
+def test_info_prints_summary(tmp_path, capsys):
+    path = tmp_path / "s.zarr"
+    Study.create(
+        path, np.zeros((3, 4, 8, 10), np.uint16), pixel_spacing_mm=(2.0, 2.0),
+        slice_thickness_mm=8.0, frame_times_s=[[0, 0.8, 1.7, 2.5]] * 3,
+        slice_positions_mm=[0, 10, 20], source={"importer": "test"},
+    )
+    assert main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "3 slices x 4 frames x 8 x 10" in out
+    assert "basal, mid, apical" in out
+
+
+@pytest.mark.parametrize("make_bad", ["missing", "not_a_store"])
+def test_bad_store_is_one_line_without_traceback(tmp_path, make_bad):
+    path = tmp_path / "bad.zarr"
+    if make_bad == "not_a_store":
+        path.mkdir()
+    result = run_perfroi("info", path)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert str(path) in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_core_imports_no_gui_and_no_torch():
+    """The package and its core modules load without napari, Qt or torch."""
+    code = (
+        "import sys, importlib, pkgutil, napari_perfroi\n"
+        "core = [m.name for m in pkgutil.iter_modules(napari_perfroi.__path__)"
+        " if not m.name.startswith('_')]\n"
+        "for name in core: importlib.import_module('napari_perfroi.' + name)\n"
+        "heavy = sorted(m for m in ('torch', 'napari', 'PyQt6', 'qtpy', 'magicgui')"
+        " if m in sys.modules)\n"
+        "print(len(core), heavy)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    count, heavy = result.stdout.split(" ", 1)
+    assert int(count) >= 5
+    assert heavy.strip() == "[]"
