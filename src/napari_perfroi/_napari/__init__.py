@@ -1,0 +1,1 @@
+"""napari front end: reader, sample data and layer builders (the only napari-facing code)."""

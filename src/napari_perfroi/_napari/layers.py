@@ -1,0 +1,222 @@
+"""Layers of a study, by fixed name, as napari layer-data tuples.
+
+The reader, the sample data and the widgets all build their layers here, so a
+layer has one name, one look and one geometry wherever it comes from. Every
+layer of a study carries the store path in ``metadata[STORE_KEY]`` so a widget
+can find the store it belongs to.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..study import ROI_STATES, Study
+
+LayerData = tuple[Any, dict[str, Any], str]
+
+IMAGE_LAYER = "perfusion"
+MBF_LAYER = "MBF"
+AHA_LAYER = "AHA segments"
+TRUTH_LABELS_LAYER = "truth labels"
+LABELS_LAYER = "labels"
+ROI_LAYER = "LV ROI"
+
+STORE_KEY = "perfroi_store"
+DICOM_KEY = "perfroi_dicom"
+AXIS_LABELS = ("slice", "t", "y", "x")
+MBF_RANGE_ML_MIN_G = (0.0, 6.0)
+# 0 background, 1 LV blood pool, 2 LV myocardium, 3 RV blood pool
+LABEL_COLORS = {None: "transparent", 0: "transparent", 1: "red", 2: "yellow", 3: "royalblue"}
+ROI_STATE_COLORS = {"none": "gray", "proposed": "yellow", "edited": "orange",
+                    "propagated": "cyan", "accepted": "lime"}
+# A circle without a recorded state was proposed by a step that predates roi_state.
+DEFAULT_ROI_STATE = 1
+# Below this size a derived 4D array is read into memory so it can be painted;
+# above it stays lazy (view only) to keep memory bounded.
+EDITABLE_LIMIT_BYTES = 512 * 2**20
+CONTRAST_SAMPLE_FRAMES = 8
+CONTRAST_PERCENTILES = (0.5, 99.8)
+
+
+# ---------------------------------------------------------------- geometry
+def image_scale(
+    pixel_spacing_mm, slice_thickness_mm, slice_positions_mm
+) -> tuple[float, float, float, float]:
+    """World scale of (slice, t, y, x): mm between slices, 1 per frame, mm per pixel.
+
+    The slice step is the median gap between slice positions; with a single
+    slice (or no usable positions) it is the slice thickness.
+    """
+    gaps = np.abs(np.diff(np.asarray(slice_positions_mm, dtype=float)))
+    gaps = gaps[np.isfinite(gaps) & (gaps > 0)]
+    slice_mm = float(np.median(gaps)) if gaps.size else _positive_or_one(slice_thickness_mm)
+    row_mm, col_mm = (_positive_or_one(v) for v in pixel_spacing_mm)
+    return (slice_mm, 1.0, row_mm, col_mm)
+
+
+def _positive_or_one(value) -> float:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return 1.0
+    return value if np.isfinite(value) and value > 0 else 1.0
+
+
+def study_scale(study: Study) -> tuple[float, float, float, float]:
+    attrs = study.attrs
+    return image_scale(
+        attrs["pixel_spacing_mm"], attrs["slice_thickness_mm"], attrs["slice_positions_mm"]
+    )
+
+
+def contrast_limits(image, n_frames: int = CONTRAST_SAMPLE_FRAMES) -> tuple[float, float]:
+    """Display range from a few frames spread over slices and time.
+
+    ``image`` is any (S, T, Y, X) array that reads one frame with ``image[s, t]``
+    (zarr, dask, numpy); only ``n_frames`` frames are read, never the series.
+    Frames are spread over time so the contrast bolus, not only the dark
+    pre-contrast baseline, sets the upper limit.
+    """
+    n_slices, n_times = image.shape[:2]
+    flat = np.unique(np.linspace(0, n_slices * n_times - 1, n_frames).round().astype(int))
+    sample = np.stack([np.asarray(image[i // n_times, i % n_times]) for i in flat])
+    low, high = (float(v) for v in np.nanpercentile(sample, CONTRAST_PERCENTILES))
+    return (low, high) if high > low else (low, low + 1.0)
+
+
+def circle_corners(s: int, t: int, row: float, col: float, radius: float) -> np.ndarray:
+    """The (4, 4) bounding-box corners (slice, t, row, col) of a circle, as napari ellipses use."""
+    rows = [row - radius, row - radius, row + radius, row + radius]
+    cols = [col - radius, col + radius, col + radius, col - radius]
+    return np.column_stack([np.full(4, s), np.full(4, t), rows, cols]).astype(float)
+
+
+def roi_frames(roi: np.ndarray) -> np.ndarray:
+    """(n, 2) (slice, t) of the frames whose circle has a finite centre and radius > 0."""
+    roi = np.asarray(roi, dtype=float)
+    finite = np.all(np.isfinite(roi), axis=-1)
+    with np.errstate(invalid="ignore"):
+        return np.argwhere(finite & (roi[..., 2] > 0))
+
+
+# ---------------------------------------------------------------- layer data
+def _common(study: Study, name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "scale": study_scale(study),
+        "axis_labels": AXIS_LABELS,
+        "metadata": {STORE_KEY: str(study.path)},
+    }
+
+
+def image_layer(study: Study) -> LayerData:
+    """The raw image, lazy (one dask chunk per frame)."""
+    kwargs = _common(study, IMAGE_LAYER)
+    kwargs.update(
+        contrast_limits=contrast_limits(study.zarr_array("image")),
+        colormap="gray",
+        multiscale=False,
+    )
+    return study.image, kwargs, "image"
+
+
+def dicom_image_layer(series, folder) -> LayerData:
+    """A scanned DICOM series, lazy, with the same name and geometry as a store's image."""
+    image = series.to_dask()
+    kwargs = {
+        "name": IMAGE_LAYER,
+        "scale": image_scale(
+            series.pixel_spacing_mm, series.slice_thickness_mm, series.slice_positions_mm
+        ),
+        "axis_labels": AXIS_LABELS,
+        "metadata": {DICOM_KEY: str(folder)},
+        "contrast_limits": contrast_limits(image),
+        "colormap": "gray",
+        "multiscale": False,
+    }
+    return image, kwargs, "image"
+
+
+def _per_frame_labels(study: Study, name: str):
+    """A 4D label array: in memory (paintable) when small, lazy dask otherwise."""
+    array = study.zarr_array(name)
+    if array.nbytes <= EDITABLE_LIMIT_BYTES:
+        return array[...]
+    import dask.array as da
+
+    return da.from_zarr(array)
+
+
+def _over_time(study: Study, name: str) -> np.ndarray:
+    """A per-slice (S, Y, X) map repeated over t as a read-only view (no copy)."""
+    per_slice = study.read(name)
+    n_slices, n_times, n_rows, n_cols = study.shape
+    return np.broadcast_to(per_slice[:, None], (n_slices, n_times, n_rows, n_cols))
+
+
+def labels_layer(study: Study) -> LayerData:
+    kwargs = _common(study, LABELS_LAYER)
+    kwargs.update(colormap=dict(LABEL_COLORS), opacity=0.5)
+    return _per_frame_labels(study, "labels"), kwargs, "labels"
+
+
+def truth_labels_layer(study: Study) -> LayerData:
+    kwargs = _common(study, TRUTH_LABELS_LAYER)
+    kwargs.update(colormap=dict(LABEL_COLORS), opacity=0.5, visible=False)
+    return _per_frame_labels(study, "truth/labels"), kwargs, "labels"
+
+
+def mbf_layer(study: Study) -> LayerData:
+    kwargs = _common(study, MBF_LAYER)
+    kwargs.update(
+        colormap="turbo", contrast_limits=MBF_RANGE_ML_MIN_G, opacity=0.7, multiscale=False
+    )
+    return _over_time(study, "mbf"), kwargs, "image"
+
+
+def aha_layer(study: Study) -> LayerData:
+    kwargs = _common(study, AHA_LAYER)
+    kwargs.update(opacity=0.4, visible=False)
+    return _over_time(study, "aha"), kwargs, "labels"
+
+
+def roi_layer(study: Study) -> LayerData:
+    """One ellipse per frame with a circle, on that frame only, edged by its review state."""
+    roi = study.read("roi")
+    if study.has("roi_state"):
+        states = study.read("roi_state")
+    else:
+        states = np.full(roi.shape[:2], DEFAULT_ROI_STATE, dtype=np.uint8)
+    frames = roi_frames(roi)
+    ellipses = [circle_corners(s, t, *roi[s, t]) for s, t in frames]
+    state_names = [ROI_STATES.get(int(states[s, t]), "none") for s, t in frames]
+    default_colour = ROI_STATE_COLORS[ROI_STATES[DEFAULT_ROI_STATE]]
+    kwargs = _common(study, ROI_LAYER)
+    kwargs.update(
+        ndim=4,
+        shape_type="ellipse",
+        face_color="transparent",
+        edge_color=[ROI_STATE_COLORS[name] for name in state_names] or default_colour,
+        edge_width=1,
+        features={"slice": frames[:, 0], "t": frames[:, 1], "state": state_names},
+    )
+    return ellipses, kwargs, "shapes"
+
+
+# Bottom to top: the raw image first, the ROI outlines last.
+_OPTIONAL_LAYERS = (
+    ("mbf", mbf_layer),
+    ("aha", aha_layer),
+    ("truth/labels", truth_labels_layer),
+    ("labels", labels_layer),
+    ("roi", roi_layer),
+)
+
+
+def study_layers(study: Study) -> list[LayerData]:
+    """Every layer a study store has data for, in display order."""
+    layers = [image_layer(study)]
+    layers += [build(study) for array, build in _OPTIONAL_LAYERS if study.has(array)]
+    return layers

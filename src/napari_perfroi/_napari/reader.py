@@ -1,0 +1,100 @@
+"""napari reader: a study store (``*.zarr``) or a folder of DICOM files.
+
+Both open lazily: frames are read when napari displays them. A DICOM folder
+is only read, never written to; import it into a store with ``perfroi import``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .layers import LayerData
+
+logger = logging.getLogger(__name__)
+
+ReaderFunction = Callable[[str], "list[LayerData]"]
+
+
+def get_reader(path) -> ReaderFunction | None:
+    """Return a function that reads ``path``, or None if this plugin cannot read it.
+
+    Never raises: napari asks every compatible reader in turn, and one that
+    raises would stop the others from being tried.
+    """
+    try:
+        return _reader_for(path)
+    except Exception as exc:  # noqa: BLE001 - any failure means "not ours", said once
+        warnings.warn(f"napari-perfroi cannot read {path}: {exc}", stacklevel=2)
+        return None
+
+
+def _reader_for(path) -> ReaderFunction | None:
+    if not isinstance(path, (str, os.PathLike)):
+        return None  # a stack of paths is not a study
+    path = Path(path)
+    if not path.is_dir():
+        return None
+    if _is_zarr(path):
+        return _study_reader(path)
+    return _dicom_reader(path)
+
+
+def _is_zarr(path: Path) -> bool:
+    markers = ("zarr.json", ".zgroup", ".zarray")
+    return path.suffix == ".zarr" or any((path / m).is_file() for m in markers)
+
+
+def _has_perfroi_attrs(path: Path) -> bool:
+    """Whether ``path`` is a zarr v3 group that claims to be a study (any version)."""
+    from ..study import ATTRS_KEY
+
+    try:
+        meta = json.loads((path / "zarr.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and ATTRS_KEY in meta.get("attributes", {})
+
+
+def _study_reader(path: Path) -> ReaderFunction | None:
+    from ..study import StoreError, Study
+
+    if not _has_perfroi_attrs(path):
+        logger.debug("%s: a zarr store but not a perfroi study", path)
+        return None  # another plugin's zarr: stay quiet
+    try:
+        study = Study.open(path)
+    except StoreError as exc:
+        warnings.warn(str(exc), stacklevel=2)
+        return None
+
+    def read_study(_path) -> list[LayerData]:
+        from .layers import study_layers
+
+        return study_layers(study)
+
+    return read_study
+
+
+def _dicom_reader(folder: Path) -> ReaderFunction | None:
+    from ..dicom import DicomError, scan_series
+
+    try:
+        # napari shows warnings (e.g. skipped unreadable files) as notifications
+        series = scan_series(folder, warn=lambda message: warnings.warn(message, stacklevel=2))
+    except DicomError as exc:
+        logger.debug("%s: not a DICOM series (%s)", folder, exc)
+        return None
+
+    def read_dicom_folder(_path) -> list[LayerData]:
+        from .layers import dicom_image_layer
+
+        return [dicom_image_layer(series, folder)]
+
+    return read_dicom_folder
