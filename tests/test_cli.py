@@ -63,3 +63,28 @@ def test_core_imports_no_gui_and_no_torch():
     count, heavy = result.stdout.split(" ", 1)
     assert int(count) >= 5
     assert heavy.strip() == "[]"
+
+
+def test_phantom_command_writes_store_with_truth(tmp_path):
+    dest = tmp_path / "p.zarr"
+    result = run_perfroi("phantom", dest, "--seed", 3, "--defect", "rca")
+    assert result.returncode == 0, result.stderr
+    study = Study.open(dest)
+    assert study.attrs["truth"]["defect"] == "rca"
+    assert {"truth/labels", "truth/motion", "truth/mbf", "truth/aha"} <= set(study.arrays())
+
+
+@pytest.mark.parametrize("case", ["empty_folder", "no_dicom", "missing"])
+def test_import_bad_input_one_line_and_no_store(tmp_path, case):
+    src = tmp_path / "src"
+    if case != "missing":
+        src.mkdir()
+    if case == "no_dicom":
+        (src / "notes.txt").write_text("not an image")
+    dest = tmp_path / "out.zarr"
+    result = run_perfroi("import", src, dest)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(src) in lines[0], result.stderr
+    assert not dest.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == (["src"] if case != "missing" else [])

@@ -60,10 +60,22 @@ def study_summary(study) -> str:
         f"timing     {times[:, -1].max():.1f} s, frame interval"
         f" {np.median(intervals):.2f} s (range {intervals.min():.2f}-{intervals.max():.2f})"
         if n_frames > 1 else "timing     single frame",
-        f"source     {source.get('importer', '?')}: {source.get('description', '')}".rstrip(": "),
+        f"source     {_describe_source(source)}",
         f"arrays     {', '.join(study.arrays())}",
     ]
     return "\n".join(lines)
+
+
+def _describe_source(source: dict) -> str:
+    if "description" in source:
+        return source["description"]
+    parts = [
+        ", ".join(source.get("series", [])),
+        ", ".join(source.get("manufacturer", [])),
+        f"{source['n_files']} files" if "n_files" in source else "",
+        f"frames ordered by {source['time_source']}" if "time_source" in source else "",
+    ]
+    return f"{source.get('format', source.get('importer', '?'))}: " + "; ".join(p for p in parts if p)
 
 
 def build_parser() -> argparse.ArgumentParser:

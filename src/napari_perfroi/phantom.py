@@ -266,9 +266,10 @@ def sample_params(
         n_dynamics=int(rng.integers(50, 71)),
         n_pd_frames=n_pd,
         matrix=matrix,
-        pixel_spacing_mm=pixel_spacing,
-        slice_thickness_mm=u(8.0, 10.0),
-        slice_gap_mm=u(2.0, 12.0),
+        # Rounded as a scanner writes them, so DICOM round trips are exact.
+        pixel_spacing_mm=round(float(pixel_spacing), 4),
+        slice_thickness_mm=round(u(8.0, 10.0), 2),
+        slice_gap_mm=round(u(2.0, 12.0), 2),
         rr_interval_s=u(0.5, 1.1),
         rr_jitter=u(0.01, 0.08),
         rr_trend=u(-0.15, 0.15),
@@ -1235,12 +1236,15 @@ def _truth_arrays(p, anatomies, centres, labels, reference, motion, levels):
 
 
 def _store_attrs(p, seed, times, levels, reference, orientation, centres):
-    positions = _image_positions(p, orientation, centres)
+    orientation_cosines, positions = _dicom_geometry(p, orientation, centres)
+    slice_normal = np.cross(orientation_cosines[:3], orientation_cosines[3:])
+    slice_normal /= np.linalg.norm(slice_normal)
     return {
         "pixel_spacing_mm": [p.pixel_spacing_mm, p.pixel_spacing_mm],
         "slice_thickness_mm": p.slice_thickness_mm,
         "frame_times_s": np.round(times, 4).tolist(),
-        "slice_positions_mm": [float(pos @ orientation.long_axis) for pos in positions],
+        # Position along the DICOM slice normal (row x column), as an importer reads it.
+        "slice_positions_mm": [round(float(pos @ slice_normal), 6) for pos in positions],
         "slice_levels": list(levels),
         "reference_frame": [int(r) for r in reference],
         "hematocrit": p.hematocrit,
@@ -1251,6 +1255,12 @@ def _store_attrs(p, seed, times, levels, reference, orientation, centres):
             "generator_version": __version__,
         },
     }
+
+
+def _dicom_geometry(p, orientation: _Orientation, centres) -> tuple[np.ndarray, np.ndarray]:
+    """ImageOrientationPatient and ImagePositionPatient rounded as a scanner writes them."""
+    cosines = np.round(np.concatenate([orientation.row_dir, orientation.col_dir]), 6)
+    return cosines, np.round(_image_positions(p, orientation, centres), 4)
 
 
 def _image_positions(p, orientation: _Orientation, centres) -> np.ndarray:
@@ -1334,7 +1344,7 @@ def _extra_attrs(p, seed, orientation, centres, anatomies, curves, signal):
         "parameters": dataclasses.asdict(p),
     }
     return _jsonable({
-        "image_orientation_patient": [*orientation.row_dir, *orientation.col_dir],
-        "image_position_patient": _image_positions(p, orientation, centres),
+        "image_orientation_patient": _dicom_geometry(p, orientation, centres)[0],
+        "image_position_patient": _dicom_geometry(p, orientation, centres)[1],
         "truth": truth,
     })

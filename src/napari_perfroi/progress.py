@@ -19,7 +19,7 @@ class TqdmProgress:
         from tqdm import tqdm
 
         if self.bar is None:
-            self.bar = tqdm(total=total, desc=self.description, unit=self.unit, leave=False)
+            self.bar = tqdm(total=total, desc=self.description, unit=self.unit)
         self.bar.update(done - self.bar.n)
 
     def __enter__(self) -> TqdmProgress:

@@ -1,0 +1,54 @@
+"""The embedded sample: DICOM import in any file order reproduces the phantom."""
+
+import random
+import shutil
+
+import numpy as np
+import pytest
+
+from napari_perfroi.demo import REPOSITORY_SAMPLE, SAMPLE_DEFECT, SAMPLE_SEED, run_demo
+from napari_perfroi.dicom import import_dicom
+from napari_perfroi.phantom import generate_phantom
+from napari_perfroi.study import Study
+
+SAMPLE_FILES = sorted(p for p in REPOSITORY_SAMPLE.iterdir() if p.name != "README.md")
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    return generate_phantom(SAMPLE_SEED, SAMPLE_DEFECT)
+
+
+def test_sample_is_small_and_anonymous():
+    assert len(SAMPLE_FILES) == 180
+    assert sum(p.stat().st_size for p in SAMPLE_FILES) <= 10e6
+
+
+def test_import_in_shuffled_order_reproduces_the_phantom(tmp_path, phantom):
+    shuffled = tmp_path / "shuffled"
+    shuffled.mkdir()
+    order = list(SAMPLE_FILES)
+    random.Random(3).shuffle(order)
+    for i, path in enumerate(order):
+        shutil.copy(path, shuffled / f"{i:04d}")  # names now follow the shuffled order
+    study = import_dicom(shuffled, tmp_path / "study.zarr")
+    np.testing.assert_array_equal(study.image.compute(), phantom.image)
+    attrs = study.attrs
+    for key in ("pixel_spacing_mm", "slice_thickness_mm", "slice_positions_mm", "slice_levels"):
+        assert attrs[key] == phantom.attrs[key], key
+    np.testing.assert_allclose(attrs["frame_times_s"], phantom.attrs["frame_times_s"], atol=1e-5)
+    np.testing.assert_allclose(
+        attrs["image_orientation_patient"], phantom.extra["image_orientation_patient"], atol=1e-6
+    )
+    np.testing.assert_allclose(
+        attrs["image_position_patient"], phantom.extra["image_position_patient"], atol=1e-4
+    )
+
+
+def test_demo_writes_store_and_montage(tmp_path, capsys):
+    written = run_demo(tmp_path / "out")
+    assert [p.name for p in written] == ["study.zarr", "montage.png"]
+    assert Study.open(written[0]).shape == (3, 60, 160, 144)
+    assert written[1].stat().st_size > 10_000
+    out = capsys.readouterr().out
+    assert "3 slices x 60 frames" in out
