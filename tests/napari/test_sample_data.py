@@ -7,12 +7,14 @@ import shutil
 import dask.array as da
 import pytest
 
+from napari_perfroi import phantom
 from napari_perfroi._napari import layers as L
 from napari_perfroi._napari.reader import get_reader
 from napari_perfroi._napari.sample_data import PHANTOM_SEED, phantom_store_path, phantom_study
+from napari_perfroi.demo import SAMPLE_DEFECT
 
 pytestmark = pytest.mark.napari
-phantom = pytest.importorskip("napari_perfroi.phantom")
+
 
 PLUGIN = "napari-perfroi"
 SAMPLE = "stress_perfusion_phantom"
@@ -31,7 +33,7 @@ def test_sample_shows_the_phantom_store_layers(make_napari_viewer, cache_home):
 
     store = phantom_store_path()
     assert store.is_relative_to(cache_home)
-    expected = phantom.generate_phantom(PHANTOM_SEED)
+    expected = phantom.generate_phantom(PHANTOM_SEED, SAMPLE_DEFECT)
     from_reader = [kwargs["name"] for _, kwargs, _ in get_reader(store)(str(store))]
     assert [layer.name for layer in viewer.layers] == from_reader
     assert L.TRUTH_LABELS_LAYER in from_reader

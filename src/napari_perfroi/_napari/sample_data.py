@@ -14,7 +14,10 @@ if TYPE_CHECKING:
     from ..study import Study
     from .layers import LayerData
 
-PHANTOM_SEED = 0
+from ..demo import SAMPLE_DEFECT, SAMPLE_SEED
+
+# The same phantom as the embedded DICOM sample (sample_data/).
+PHANTOM_SEED = SAMPLE_SEED
 
 
 def phantom_store_path(seed: int = PHANTOM_SEED) -> Path:
@@ -39,7 +42,7 @@ def phantom_study(seed: int = PHANTOM_SEED) -> Study:
         pass  # not generated yet, or damaged: (re)generate below
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        return write_phantom(path, seed, overwrite=path.exists())
+        return write_phantom(path, seed, defect=SAMPLE_DEFECT, overwrite=path.exists())
     except StoreError:
         if not path.exists():
             raise
