@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from napari_perfroi.motion import estimate_motion
+from napari_perfroi.motion import MAX_SHIFT_MM, estimate_motion
 from napari_perfroi.phantom import generate_phantom
 
 
@@ -29,7 +29,9 @@ def study_errors(seed: int) -> tuple[np.ndarray, float, float]:
     start = time.perf_counter()
     errors = []
     for s, series in enumerate(phantom.image):
-        result = estimate_motion(series)
+        result = estimate_motion(
+            series, max_shift_px=MAX_SHIFT_MM / phantom.params.pixel_spacing_mm
+        )
         truth_rel = truth[s] - truth[s, result.reference_frame]
         errors.append(np.linalg.norm(result.shifts - truth_rel, axis=1))
     seconds = time.perf_counter() - start

@@ -88,3 +88,22 @@ def test_import_bad_input_one_line_and_no_store(tmp_path, case):
     assert len(lines) == 1 and str(src) in lines[0], result.stderr
     assert not dest.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == (["src"] if case != "missing" else [])
+
+
+def test_analyze_motion_writes_motion(tmp_path):
+    dest = tmp_path / "p.zarr"
+    assert main(["phantom", str(dest), "--seed", "4"]) == 0
+    assert main(["analyze", str(dest), "--steps", "motion"]) == 0
+    study = Study.open(dest)
+    assert study.read("motion").shape == study.shape[:2] + (2,)
+    assert "motion" in study.attrs["steps"]
+
+
+def test_analyze_unknown_step_is_one_line(tmp_path):
+    dest = tmp_path / "p.zarr"
+    assert main(["phantom", str(dest), "--seed", "4"]) == 0
+    result = run_perfroi("analyze", dest, "--steps", "motion,warp")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "perfroi analyze: error: unknown step warp; available: motion"
+    ]

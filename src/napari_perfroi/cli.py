@@ -26,6 +26,18 @@ def _cmd_phantom(args: argparse.Namespace) -> None:
     print(study_summary(study))
 
 
+def _cmd_analyze(args: argparse.Namespace) -> None:
+    from .pipeline import parse_steps, run_step
+    from .study import Study
+
+    steps = parse_steps(args.steps)
+    study = Study.open(args.store, writable=True)
+    for name in steps:
+        with TqdmProgress(name, unit="slice") as progress:
+            run_step(study, name, progress)
+    print(f"{study.path}: ran {', '.join(steps)}")
+
+
 def _cmd_info(args: argparse.Namespace) -> None:
     from .study import Study
 
@@ -101,6 +113,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cmd.add_argument("--overwrite", action="store_true", help="replace DEST if it exists")
     cmd.set_defaults(run=_cmd_phantom)
+
+    cmd = commands.add_parser("analyze", help="run analysis steps on a study store")
+    cmd.add_argument("store", help="study store (STORE.zarr)")
+    cmd.add_argument(
+        "--steps", default="motion", help="comma-separated steps to run (available: motion)"
+    )
+    cmd.set_defaults(run=_cmd_analyze)
 
     cmd = commands.add_parser("info", help="print a summary of a study store")
     cmd.add_argument("store", help="study store (STORE.zarr)")

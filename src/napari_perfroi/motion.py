@@ -5,7 +5,8 @@ myocardium enhance), so frames are not registered to one fixed frame. Each
 frame is registered to its own contrast-matched target: a low-rank (SVD over
 time) reconstruction of the motion-corrected series, which follows the slow
 contrast change but not the frame-to-frame breathing motion. Shifts and model
-are refined in a few rounds (estimate, undo the shifts, rebuild the model).
+are refined in rounds (estimate, undo the shifts, rebuild the model) until
+they settle.
 
 Proton-density frames at the start of the series are too unlike the rest to
 register; they take the shift of the nearest registered frame.
@@ -20,13 +21,13 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
-from skimage.registration import phase_cross_correlation
 
 # Components beyond the temporal mean: more would also model the breathing motion.
 RANK = 1
 COEFFICIENT_SIGMA_FRAMES = 1.5  # temporal smoothing of the contrast model
-ROUNDS = 3
-UPSAMPLE = 20  # sub-pixel precision 1/20 px
+MAX_ROUNDS = 4
+CONVERGED_PX = 0.05  # stop when no shift changes more than this between rounds
+MAX_SHIFT_MM = 20.0  # breathing moves the heart by up to ~2 cm between frames
 WINDOW_FRACTION = 0.5  # side of the registered window, as a fraction of the image
 PD_BRIGHTNESS_RATIO = 1.5  # a leading frame this much brighter than typical is proton density
 SMOOTH_SIGMA_PX = 1.0  # denoising before registration
@@ -39,13 +40,17 @@ class MotionResult:
 
 
 def estimate_motion(
-    series: np.ndarray, reference_frame: int | None = None, progress=None
+    series: np.ndarray,
+    reference_frame: int | None = None,
+    max_shift_px: float = 10.0,
+    progress=None,
 ) -> MotionResult:
     """Estimate the in-plane translation of every frame of one slice (T, Y, X).
 
     ``reference_frame`` defaults to the registered frame most similar to the
-    series' temporal median (all structures visible). ``progress(done, total)``
-    is called once per round.
+    series' temporal median (all structures visible). Shifts are searched
+    within ``max_shift_px`` of the target. ``progress(done, total)`` is called
+    once per refinement round (at most ``MAX_ROUNDS``).
     """
     frames = np.asarray(series, dtype=np.float32)
     if frames.ndim != 3:
@@ -56,13 +61,18 @@ def estimate_motion(
     if registered.size >= 2 and _has_structure(frames):
         frames = ndimage.gaussian_filter(frames, sigma=(0, SMOOTH_SIGMA_PX, SMOOTH_SIGMA_PX))
         window = _heart_window(frames[registered])
-        for done in range(ROUNDS):
+        for done in range(MAX_ROUNDS):
+            previous = shifts.copy()
             aligned = _undo_shifts(frames[registered], shifts[registered])
-            targets = _low_rank(aligned, RANK)
+            # The first round's target is the plain mean: before alignment the
+            # leading component would model the breathing motion itself.
+            targets = _low_rank(aligned, RANK if done else 0)
             for target, t in zip(targets, registered):
-                shifts[t] = _shift_to_target(frames[t], target, window)
+                shifts[t] = _shift_to_target(frames[t], target, window, max_shift_px)
             if progress is not None:
-                progress(done + 1, ROUNDS)
+                progress(done + 1, MAX_ROUNDS)
+            if np.abs(shifts - previous).max() <= CONVERGED_PX:
+                break
         _fill_unregistered(shifts, registered)
     if reference_frame is None:
         reference_frame = _most_typical_frame(_undo_shifts(frames, shifts), registered)
@@ -79,17 +89,19 @@ def estimate_study_motion(study, progress=None) -> list[MotionResult]:
     n_slices, n_frames = study.shape[:2]
     results = []
     for s in range(n_slices):
-        results.append(estimate_motion(np.asarray(study.image[s])))
+        max_shift_px = MAX_SHIFT_MM / min(study.pixel_spacing_mm)
+        results.append(estimate_motion(np.asarray(study.image[s]), max_shift_px=max_shift_px))
         if progress is not None:
             progress(s + 1, n_slices)
     study.write("motion", np.stack([r.shifts for r in results]).astype(np.float32))
     study.update_attrs(reference_frame=[r.reference_frame for r in results])
     parameters = {
-        "method": "low-rank contrast-matched phase correlation",
+        "method": "low-rank contrast-matched phase correlation, bounded search",
         "rank": RANK,
         "coefficient_sigma_frames": COEFFICIENT_SIGMA_FRAMES,
-        "rounds": ROUNDS,
-        "upsample": UPSAMPLE,
+        "max_rounds": MAX_ROUNDS,
+        "converged_px": CONVERGED_PX,
+        "max_shift_mm": MAX_SHIFT_MM,
         "window_fraction": WINDOW_FRACTION,
         "reference": "frame most similar to the temporal median",
     }
@@ -133,18 +145,44 @@ def _centred_slice(centre: int, size: int, length: int) -> slice:
     return slice(start, start + size)
 
 
-def _shift_to_target(frame: np.ndarray, target: np.ndarray, window) -> np.ndarray:
-    """(row, col) shift of ``frame``'s content relative to ``target``'s."""
+def _shift_to_target(
+    frame: np.ndarray, target: np.ndarray, window, max_shift_px: float
+) -> np.ndarray:
+    """(row, col) shift of ``frame``'s content relative to ``target``'s.
+
+    Phase correlation (whitened spectrum: insensitive to the contrast
+    difference between frame and target), with the peak searched only within
+    ``max_shift_px``: in noisy pre-contrast frames a far, spurious peak can
+    otherwise win. Sub-pixel position by a parabola through the peak.
+    """
     rows, cols, taper = window
     moving = _tapered(frame[rows, cols], taper)
     fixed = _tapered(target[rows, cols], taper)
     if not moving.any() or not fixed.any():
         return np.zeros(2)
-    # phase_cross_correlation returns the shift that moves ``moving`` onto ``fixed``.
-    shift, _, _ = phase_cross_correlation(
-        fixed, moving, upsample_factor=UPSAMPLE, normalization=None
-    )
-    return -np.asarray(shift, dtype=np.float64)
+    cross = np.fft.fft2(fixed) * np.conj(np.fft.fft2(moving))
+    cross /= np.abs(cross) + 1e-6 * np.abs(cross).max()
+    correlation = np.fft.fftshift(np.real(np.fft.ifft2(cross)))
+    centre = np.array(correlation.shape) // 2
+    radius = int(min(np.ceil(max_shift_px), *(centre - 1)))
+    search = correlation[
+        centre[0] - radius : centre[0] + radius + 1, centre[1] - radius : centre[1] + radius + 1
+    ]
+    peak = np.unravel_index(np.argmax(search), search.shape)
+    # The correlation peaks where ``moving`` shifted by the offset matches ``fixed``.
+    offset = np.array(peak, dtype=np.float64) - radius
+    for axis in range(2):
+        before, after = list(peak), list(peak)
+        before[axis] -= 1
+        after[axis] += 1
+        if before[axis] >= 0 and after[axis] < search.shape[axis]:
+            offset[axis] += _parabola_vertex(search[tuple(before)], search[peak], search[tuple(after)])
+    return -offset
+
+
+def _parabola_vertex(before: float, at: float, after: float) -> float:
+    curvature = before - 2 * at + after
+    return 0.5 * (before - after) / curvature if curvature != 0 else 0.0
 
 
 def _tapered(patch: np.ndarray, taper: np.ndarray) -> np.ndarray:
