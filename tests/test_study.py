@@ -70,6 +70,15 @@ def test_create_refuses_existing_and_bad_input_leaves_nothing(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.zarr"]
 
 
+def test_overwrite_never_replaces_a_folder_that_is_not_a_store(tmp_path):
+    precious = tmp_path / "results"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    with pytest.raises(StoreError, match="not a study store; refusing"):
+        make_study(precious, overwrite=True)
+    assert (precious / "notes.txt").read_text() == "keep me"
+
+
 def test_overwrite_replaces(tmp_path):
     path = tmp_path / "s.zarr"
     make_study(path)

@@ -114,6 +114,8 @@ class Study:
             )
         if path.exists() and not overwrite:
             raise StoreError(f"{path}: already exists (use overwrite to replace it)")
+        if path.exists() and not _is_study_store(path):
+            raise StoreError(f"{path}: exists and is not a study store; refusing to replace it")
         attrs = {
             "format_version": FORMAT_VERSION,
             "pixel_spacing_mm": [float(v) for v in pixel_spacing_mm],
@@ -297,6 +299,14 @@ class Study:
     def _require_writable(self) -> None:
         if not self.writable:
             raise StoreError(f"{self.path}: opened read-only")
+
+
+def _is_study_store(path: Path) -> bool:
+    try:
+        meta = json.loads((path / "zarr.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return ATTRS_KEY in meta.get("attributes", {})
 
 
 def _check_attrs(path: Path, attrs: dict[str, Any], shape: tuple[int, ...]) -> None:

@@ -63,3 +63,5 @@ def test_damaged_sample_store_is_regenerated():
     path = phantom_study().path
     shutil.rmtree(path / "image")
     assert phantom_study().has("image")
+    (path / "zarr.json").write_text("{broken")
+    assert phantom_study().has("image")

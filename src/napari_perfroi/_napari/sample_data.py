@@ -7,6 +7,7 @@ after that, so the sample opens fast and edits saved from the widgets
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -41,8 +42,9 @@ def phantom_study(seed: int = PHANTOM_SEED) -> Study:
     except StoreError:
         pass  # not generated yet, or damaged: (re)generate below
     path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(path, ignore_errors=True)  # our own cache entry, damaged
     try:
-        return write_phantom(path, seed, defect=SAMPLE_DEFECT, overwrite=path.exists())
+        return write_phantom(path, seed, defect=SAMPLE_DEFECT)
     except StoreError:
         if not path.exists():
             raise
