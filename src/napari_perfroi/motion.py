@@ -8,6 +8,8 @@ contrast change but not the frame-to-frame breathing motion. Shifts and model
 are refined in rounds (estimate, undo the shifts, rebuild the model) until
 they settle.
 
+Before the bolus arrives the heart has no contrast of its own, so those frames
+are registered on the whole image rather than on a window around the heart.
 Proton-density frames at the start of the series are too unlike the rest to
 register; they take the shift of the nearest registered frame.
 
@@ -29,6 +31,7 @@ MAX_ROUNDS = 4
 CONVERGED_PX = 0.05  # stop when no shift changes more than this between rounds
 MAX_SHIFT_MM = 20.0  # breathing moves the heart by up to ~2 cm between frames
 WINDOW_FRACTION = 0.5  # side of the registered window, as a fraction of the image
+BOLUS_ARRIVAL_FRACTION = 0.1  # of the peak enhancement in the heart window
 PD_BRIGHTNESS_RATIO = 1.5  # a leading frame this much brighter than typical is proton density
 SMOOTH_SIGMA_PX = 1.0  # denoising before registration
 
@@ -61,14 +64,19 @@ def estimate_motion(
     if registered.size >= 2 and _has_structure(frames):
         frames = ndimage.gaussian_filter(frames, sigma=(0, SMOOTH_SIGMA_PX, SMOOTH_SIGMA_PX))
         window = _heart_window(frames[registered])
+        whole = _whole_window(frames.shape[1:])
+        before_bolus = _before_bolus(frames[registered], window)
         for done in range(MAX_ROUNDS):
             previous = shifts.copy()
             aligned = _undo_shifts(frames[registered], shifts[registered])
             # The first round's target is the plain mean: before alignment the
             # leading component would model the breathing motion itself.
             targets = _low_rank(aligned, RANK if done else 0)
-            for target, t in zip(targets, registered):
-                shifts[t] = _shift_to_target(frames[t], target, window, max_shift_px)
+            for target, t, early in zip(targets, registered, before_bolus):
+                # Before the bolus the heart has no contrast of its own: use the
+                # whole image (chest wall, liver, lungs) instead.
+                area = whole if early else window
+                shifts[t] = _shift_to_target(frames[t], target, area, max_shift_px)
             if progress is not None:
                 progress(done + 1, MAX_ROUNDS)
             if np.abs(shifts - previous).max() <= CONVERGED_PX:
@@ -103,6 +111,7 @@ def estimate_study_motion(study, progress=None) -> list[MotionResult]:
         "converged_px": CONVERGED_PX,
         "max_shift_mm": MAX_SHIFT_MM,
         "window_fraction": WINDOW_FRACTION,
+        "bolus_arrival_fraction": BOLUS_ARRIVAL_FRACTION,
         "reference": "frame most similar to the temporal median",
     }
     study.record_step("motion", parameters, __version__)
@@ -137,6 +146,21 @@ def _heart_window(frames: np.ndarray) -> tuple[slice, slice, np.ndarray]:
     cols = _centred_slice(centre_x, box_x, n_x)
     taper = np.outer(np.hanning(rows.stop - rows.start), np.hanning(cols.stop - cols.start))
     return rows, cols, taper.astype(np.float32)
+
+
+def _whole_window(shape: tuple[int, int]) -> tuple[slice, slice, np.ndarray]:
+    taper = np.outer(np.hanning(shape[0]), np.hanning(shape[1])).astype(np.float32)
+    return slice(0, shape[0]), slice(0, shape[1]), taper
+
+
+def _before_bolus(frames: np.ndarray, window) -> np.ndarray:
+    """Boolean (T,): frames before the heart window starts to enhance."""
+    rows, cols, _ = window
+    signal = ndimage.median_filter(frames[:, rows, cols].mean(axis=(1, 2)), size=3, mode="nearest")
+    baseline = np.median(signal[: max(3, len(signal) // 10)])
+    rise = signal > baseline + BOLUS_ARRIVAL_FRACTION * (signal.max() - baseline)
+    arrival = int(np.argmax(rise)) if rise.any() else 0
+    return np.arange(len(frames)) < arrival
 
 
 def _centred_slice(centre: int, size: int, length: int) -> slice:
