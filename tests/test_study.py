@@ -96,6 +96,9 @@ def test_overwrite_replaces(tmp_path):
         (lambda p: rewrite_attrs(p, frame_times_s=[[0.0]]), "frame_times_s does not match"),
         (lambda p: (p / "zarr.json").write_text("{not json"), "unreadable zarr.json"),
         (lambda p: __import__("shutil").rmtree(p / "image"), "required array 'image' is missing"),
+        (lambda p: (p / "image" / "zarr.json").write_text("{bad"), "malformed store"),
+        (lambda p: rewrite_attrs(p, slice_levels=None), "malformed store"),
+        (lambda p: _add_wrong_labels(p), r"'labels' must be uint8 \(3, 5, 12, 16\)"),
     ],
 )
 def test_validation_errors_name_the_store(tmp_path, damage, message):
@@ -106,6 +109,10 @@ def test_validation_errors_name_the_store(tmp_path, damage, message):
         Study.open(path)
     assert str(path) in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def _add_wrong_labels(path):
+    zarr.create_array(path / "labels", shape=(3, 5, 12, 15), dtype="uint8", zarr_format=3)
 
 
 def _drop_attr(path, key):

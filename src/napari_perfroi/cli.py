@@ -142,6 +142,10 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as exc:
         print(f"perfroi {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # disk full, permission denied, ...
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"perfroi {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"perfroi {args.command}: interrupted", file=sys.stderr)
         return 130

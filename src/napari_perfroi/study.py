@@ -141,9 +141,7 @@ class Study:
                 chunks=(1, 1) + image.shape[2:], fill_value=0,
             )
             arr[...] = image
-            if path.exists():
-                shutil.rmtree(path)
-            os.rename(staging, path)
+            _replace_dir(staging, path)  # the old store stays whole until the swap
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return cls(path, writable=True)
@@ -174,7 +172,15 @@ class Study:
             )
         if not (self.path / "image" / "zarr.json").is_file():
             raise StoreError(f"{self.path}: required array 'image' is missing")
-        _check_attrs(self.path, attrs, self.shape)
+        try:
+            _check_attrs(self.path, attrs, self.shape)
+            for name in self.arrays():
+                if name != "image":
+                    self._check_derived(name, _array_meta(self.path / name))
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            if isinstance(exc, StoreError):
+                raise
+            raise StoreError(f"{self.path}: malformed store ({type(exc).__name__}: {exc})") from None
 
     # ---------------------------------------------------------------- metadata
     @property
@@ -242,12 +248,16 @@ class Study:
     def arrays(self) -> list[str]:
         """Names of the arrays present, ``truth/...`` included."""
         found = []
-        for meta in sorted(self.path.rglob("zarr.json")):
-            rel = meta.parent.relative_to(self.path).as_posix()
-            if rel != "." and not any(p.startswith(".") for p in rel.split("/")):
-                if json.loads(meta.read_text()).get("node_type") == "array":
-                    found.append(rel)
-        return found
+        for folder, subfolders, files in os.walk(self.path):
+            # Staging and retired copies (dot names) may appear and vanish meanwhile.
+            subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+            if folder == str(self.path) or "zarr.json" not in files:
+                continue
+            meta = json.loads((Path(folder) / "zarr.json").read_text())
+            if meta.get("node_type") == "array":
+                subfolders[:] = []  # chunk folders
+                found.append(Path(folder).relative_to(self.path).as_posix())
+        return sorted(found)
 
     def read(self, name: str) -> np.ndarray:
         """Read a whole array into memory."""
@@ -283,7 +293,8 @@ class Study:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
-    def _check_derived(self, name: str, data: np.ndarray) -> None:
+    def _check_derived(self, name: str, data) -> None:
+        """Check an array (or its metadata: anything with ``shape`` and ``dtype``)."""
         leaf = name.split("/")[-1]
         if leaf not in DERIVED_ARRAYS:  # e.g. phantom-only truth arrays
             return
@@ -299,6 +310,17 @@ class Study:
     def _require_writable(self) -> None:
         if not self.writable:
             raise StoreError(f"{self.path}: opened read-only")
+
+
+@dataclass(frozen=True)
+class _ArrayMeta:
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+
+def _array_meta(path: Path) -> _ArrayMeta:
+    meta = json.loads((path / "zarr.json").read_text())
+    return _ArrayMeta(tuple(meta["shape"]), np.dtype(meta["data_type"]))
 
 
 def _is_study_store(path: Path) -> bool:

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 ReaderFunction = Callable[[str], "list[LayerData]"]
+DICOM_PROBE_FILES = 64  # files looked at before deciding a folder holds no DICOM
 
 
 def get_reader(path) -> ReaderFunction | None:
@@ -83,18 +84,35 @@ def _study_reader(path: Path) -> ReaderFunction | None:
 
 
 def _dicom_reader(folder: Path) -> ReaderFunction | None:
-    from ..dicom import DicomError, scan_series
-
-    try:
-        # napari shows warnings (e.g. skipped unreadable files) as notifications
-        series = scan_series(folder, warn=lambda message: warnings.warn(message, stacklevel=2))
-    except DicomError as exc:
-        logger.debug("%s: not a DICOM series (%s)", folder, exc)
+    # napari offers every folder to this reader: decide from a few file
+    # headers, and scan the whole series only once this reader is chosen.
+    if not _has_dicom_files(folder):
         return None
 
     def read_dicom_folder(_path) -> list[LayerData]:
+        from ..dicom import scan_series
         from .layers import dicom_image_layer
 
+        # napari shows warnings (e.g. skipped unreadable files) as notifications
+        series = scan_series(folder, warn=lambda message: warnings.warn(message, stacklevel=2))
         return [dicom_image_layer(series, folder)]
 
     return read_dicom_folder
+
+
+def _has_dicom_files(folder: Path, max_files: int = DICOM_PROBE_FILES) -> bool:
+    """Whether one of the first files under ``folder`` has the DICOM preamble marker."""
+    looked = 0
+    for root, subfolders, files in os.walk(folder):
+        subfolders.sort()
+        for name in sorted(files):
+            try:
+                with open(os.path.join(root, name), "rb") as fh:
+                    if fh.read(132)[128:] == b"DICM":
+                        return True
+            except OSError:
+                pass
+            looked += 1
+            if looked >= max_files:
+                return False
+    return False
