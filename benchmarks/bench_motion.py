@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from napari_perfroi.motion import MAX_SHIFT_MM, estimate_motion
+from napari_perfroi.motion import estimate_motion, max_shift_px
 from napari_perfroi.phantom import generate_phantom
 
 
@@ -30,7 +30,7 @@ def study_errors(seed: int) -> tuple[np.ndarray, float, float]:
     errors = []
     for s, series in enumerate(phantom.image):
         result = estimate_motion(
-            series, max_shift_px=MAX_SHIFT_MM / phantom.params.pixel_spacing_mm
+            series, max_shift_px=max_shift_px(phantom.attrs["pixel_spacing_mm"])
         )
         truth_rel = truth[s] - truth[s, result.reference_frame]
         errors.append(np.linalg.norm(result.shifts - truth_rel, axis=1))

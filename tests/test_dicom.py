@@ -84,6 +84,20 @@ def test_import_from_a_shuffled_zip_reproduces_the_study(tmp_path, study, export
     assert_reproduces(import_dicom(archive, tmp_path / "s.zarr"), image, attrs)
 
 
+def test_zip_import_opens_the_archive_once_to_scan_and_once_to_read(
+    tmp_path, monkeypatch, study, exported
+):
+    image, attrs = study
+    archive = zip_shuffled(exported, tmp_path / "dcm.zip")
+    opened = []
+    zip_file = dicom.zipfile.ZipFile
+    monkeypatch.setattr(
+        dicom.zipfile, "ZipFile", lambda *args, **kw: opened.append(args) or zip_file(*args, **kw)
+    )
+    assert_reproduces(import_dicom(archive, tmp_path / "s.zarr"), image, attrs)
+    assert len(opened) == 2
+
+
 def test_export_study_round_trip_with_given_geometry(tmp_path, study):
     image, attrs = study
     first = import_dicom(
@@ -374,7 +388,9 @@ def test_dask_array_reads_no_pixels_until_computed(monkeypatch, study, exported)
     image, _ = study
     reads = []
     read_pixels = dicom._read_pixels
-    monkeypatch.setattr(dicom, "_read_pixels", lambda ref: reads.append(ref) or read_pixels(ref))
+    monkeypatch.setattr(
+        dicom, "_read_pixels", lambda ref, *args: reads.append(ref) or read_pixels(ref, *args)
+    )
     series = scan_series(exported)
     lazy = series.to_dask()
     frame = lazy[2, 3]
@@ -386,7 +402,7 @@ def test_dask_array_reads_no_pixels_until_computed(monkeypatch, study, exported)
 
 
 def test_scan_reads_headers_only(monkeypatch, exported):
-    monkeypatch.setattr(dicom, "_read_pixels", lambda ref: pytest.fail("pixels read"))
+    monkeypatch.setattr(dicom, "_read_pixels", lambda *args: pytest.fail("pixels read"))
     assert scan_series(exported).shape == (3, 5, 8, 6)
 
 

@@ -4,6 +4,7 @@ import random
 import shutil
 
 import numpy as np
+import pydicom
 import pytest
 
 from napari_perfroi.demo import REPOSITORY_SAMPLE, SAMPLE_DEFECT, SAMPLE_SEED, run_demo
@@ -22,6 +23,9 @@ def phantom():
 def test_sample_is_small_and_anonymous():
     assert len(SAMPLE_FILES) == 180
     assert sum(p.stat().st_size for p in SAMPLE_FILES) <= 10e6
+    header = pydicom.dcmread(SAMPLE_FILES[0], stop_before_pixels=True)
+    assert str(header.PatientName) == "PHANTOM^PERFUSION"
+    assert not header.get("PatientBirthDate")
 
 
 def test_import_in_shuffled_order_reproduces_the_phantom(tmp_path, phantom):

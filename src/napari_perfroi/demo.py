@@ -8,7 +8,6 @@ from pathlib import Path
 # (regenerate it with `python scripts/make_sample_data.py`).
 SAMPLE_SEED = 7
 SAMPLE_DEFECT = "lad"
-SAMPLE_OVERRIDES: dict = {}
 REPOSITORY_SAMPLE = Path(__file__).resolve().parents[2] / "sample_data"
 
 
@@ -17,7 +16,7 @@ def write_sample_dicom(folder: str | Path) -> Path:
     from .dicom_export import export_dicom
     from .phantom import generate_phantom
 
-    phantom = generate_phantom(SAMPLE_SEED, SAMPLE_DEFECT, **SAMPLE_OVERRIDES)
+    phantom = generate_phantom(SAMPLE_SEED, SAMPLE_DEFECT)
     attrs = {**phantom.attrs, **phantom.extra}
     export_dicom(phantom.image, attrs, folder, seed=SAMPLE_SEED)
     return Path(folder)
@@ -32,10 +31,9 @@ def sample_dicom_folder(out_dir: Path) -> Path:
 
 def run_demo(out_dir: Path, sample_dir: str | Path | None = None) -> list[Path]:
     """Import the sample DICOM, print a summary, save a montage; return written files."""
-    from .cli import study_summary
     from .dicom import import_dicom
     from .progress import TqdmProgress
-    from .report import save_montage
+    from .report import save_montage, study_summary
 
     out_dir.mkdir(parents=True, exist_ok=True)
     source = Path(sample_dir) if sample_dir else sample_dicom_folder(out_dir)

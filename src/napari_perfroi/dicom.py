@@ -198,11 +198,16 @@ class DicomSeries:
     def skipped_files(self) -> int:
         return len(self.skipped)
 
-    def read_frame(self, s: int, t: int) -> np.ndarray:
-        """Pixels of frame ``t`` of slice ``s`` (Y, X), rescaled, in :attr:`dtype`."""
+    def read_frame(
+        self, s: int, t: int, archive: zipfile.ZipFile | None = None
+    ) -> np.ndarray:
+        """Pixels of frame ``t`` of slice ``s`` (Y, X), rescaled, in :attr:`dtype`.
+
+        ``archive``, when given, is the already open zip the frame is a member of.
+        """
         ref = self.frames[s][t]
         slope, intercept = self.rescale[s][t]
-        stored = _read_pixels(ref)
+        stored = _read_pixels(ref, archive)
         if stored.shape != self.shape[2:]:
             raise DicomError(f"{ref}: frame is {stored.shape}, expected {self.shape[2:]}")
         if self.dtype == np.uint16:
@@ -265,11 +270,12 @@ def import_dicom(
     image = np.empty(series.shape, dtype=series.dtype)
     n_slices, n_frames = series.shape[:2]
     total = n_slices * n_frames
-    for s in range(n_slices):
-        for t in range(n_frames):
-            image[s, t] = series.read_frame(s, t)
-            if progress is not None:
-                progress(s * n_frames + t + 1, total)
+    with _opened_archive(series.frames[0][0]) as archive:  # one zip open for every frame
+        for s in range(n_slices):
+            for t in range(n_frames):
+                image[s, t] = series.read_frame(s, t, archive)
+                if progress is not None:
+                    progress(s * n_frames + t + 1, total)
     extra = {}
     if series.image_orientation_patient is not None:
         extra["image_orientation_patient"] = series.image_orientation_patient
@@ -295,11 +301,11 @@ def _scan_frames(src: Path) -> tuple[list[_Frame], list[str]]:
     skipped: list[str] = []
     n_files = 0
     with _opened_source(src) as files:
-        for name, ref, open_file in files:
+        for name, ref, open_file, size in files:
             n_files += 1
             try:
                 with open_file() as fh:
-                    frames.extend(_read_file(fh, ref, name))
+                    frames.extend(_read_file(fh, ref, name, size))
             except _Unreadable as exc:
                 skipped.append(f"{name} ({exc})")
     if n_files == 0:
@@ -310,27 +316,41 @@ def _scan_frames(src: Path) -> tuple[list[_Frame], list[str]]:
 
 
 @contextlib.contextmanager
-def _opened_source(src: Path) -> Iterator[list[tuple[str, FrameRef, OpenFile]]]:
-    """(name, reference of frame 0, opener) of every file in a folder, zip or single file."""
+def _opened_source(src: Path) -> Iterator[list[tuple[str, FrameRef, OpenFile, int]]]:
+    """(name, reference of frame 0, opener, size in bytes) of every file in a folder, zip
+    or single file (a zip member's size is its uncompressed size, from the directory)."""
     if not src.exists():
         raise DicomError(f"{src}: no such file or folder")
     if src.is_dir():
         paths = sorted(p for p in src.rglob("*") if p.is_file())
         yield [
-            (p.relative_to(src).as_posix(), FrameRef(str(p), None, 0), _file_opener(p))
+            (
+                p.relative_to(src).as_posix(),
+                FrameRef(str(p), None, 0),
+                _file_opener(p),
+                p.stat().st_size,
+            )
             for p in paths
         ]
     elif zipfile.is_zipfile(src):
         try:
             with zipfile.ZipFile(src) as archive:
-                members = sorted(i.filename for i in archive.infolist() if not i.is_dir())
+                members = sorted(
+                    (i for i in archive.infolist() if not i.is_dir()), key=lambda i: i.filename
+                )
                 yield [
-                    (m, FrameRef(str(src), m, 0), _member_opener(archive, m)) for m in members
+                    (
+                        i.filename,
+                        FrameRef(str(src), i.filename, 0),
+                        _member_opener(archive, i.filename),
+                        i.file_size,
+                    )
+                    for i in members
                 ]
         except zipfile.BadZipFile as exc:
             raise DicomError(f"{src}: unreadable zip file ({exc})") from None
     else:
-        yield [(src.name, FrameRef(str(src), None, 0), _file_opener(src))]
+        yield [(src.name, FrameRef(str(src), None, 0), _file_opener(src), src.stat().st_size)]
 
 
 def _file_opener(path: Path) -> OpenFile:
@@ -342,21 +362,34 @@ def _member_opener(archive: zipfile.ZipFile, member: str) -> OpenFile:
 
 
 @contextlib.contextmanager
-def _open_ref(ref: FrameRef) -> Iterator[BinaryIO]:
+def _opened_archive(ref: FrameRef) -> Iterator[zipfile.ZipFile | None]:
+    """The zip that ``ref`` is a member of, open; None for a plain file."""
+    if ref.member is None:
+        yield None
+    else:
+        with zipfile.ZipFile(ref.path) as archive:
+            yield archive
+
+
+@contextlib.contextmanager
+def _open_ref(ref: FrameRef, archive: zipfile.ZipFile | None = None) -> Iterator[BinaryIO]:
     if ref.member is None:
         with open(ref.path, "rb") as fh:
             yield fh
+    elif archive is not None:
+        with archive.open(ref.member) as fh:
+            yield fh
     else:
-        with zipfile.ZipFile(ref.path) as archive, archive.open(ref.member) as fh:
+        with _opened_archive(ref) as own, own.open(ref.member) as fh:
             yield fh
 
 
-def _read_pixels(ref: FrameRef) -> np.ndarray:
+def _read_pixels(ref: FrameRef, archive: zipfile.ZipFile | None = None) -> np.ndarray:
     """Stored pixel values of one frame, as decoded by pydicom (no rescale)."""
     from pydicom.pixels import pixel_array
 
     try:
-        with _open_ref(ref) as fh, warnings.catch_warnings():
+        with _open_ref(ref, archive) as fh, warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return np.asarray(pixel_array(fh, index=ref.frame))
     except Exception as exc:  # any decoder failure is a bad file, named in one line
@@ -366,8 +399,9 @@ def _read_pixels(ref: FrameRef) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- headers
-def _read_file(fh: BinaryIO, ref: FrameRef, name: str) -> list[_Frame]:
-    """Frames of one file; [] for non-DICOM and non-image files; raises _Unreadable."""
+def _read_file(fh: BinaryIO, ref: FrameRef, name: str, size: int) -> list[_Frame]:
+    """Frames of one file of ``size`` bytes; [] for non-DICOM and non-image files;
+    raises _Unreadable."""
     import pydicom
 
     if fh.read(132)[128:132] != b"DICM":
@@ -383,7 +417,7 @@ def _read_file(fh: BinaryIO, ref: FrameRef, name: str) -> list[_Frame]:
         return []
     if "Rows" not in ds or "Columns" not in ds:
         raise _Unreadable("truncated header")
-    problem = _pixel_data_problem(fh, ds)
+    problem = _pixel_data_problem(fh, ds, size)
     if problem:
         raise _Unreadable(problem)
     _check_decodable(ds)
@@ -401,18 +435,17 @@ def _is_known_non_image(sop_class) -> bool:
     return name != str(sop_class) and "Image Storage" not in name
 
 
-def _pixel_data_problem(fh: BinaryIO, ds) -> str | None:
+def _pixel_data_problem(fh: BinaryIO, ds, size: int) -> str | None:
     """Why the pixel data after the header is unusable (truncated, absent), or None.
 
-    ``fh`` is positioned at the pixel data element (pydicom stops before it).
-    Only element and item headers are read: the pixel values themselves are not.
+    ``fh`` is positioned at the pixel data element (pydicom stops before it) of
+    a file of ``size`` bytes (given, as seeking to the end of a compressed zip
+    member would decompress all of it). Only element and item headers are
+    read: the pixel values themselves are not.
     """
     syntax = ds.file_meta.get("TransferSyntaxUID")
     if syntax is None or syntax.is_deflated:
         return None  # the file position means nothing in a deflated stream
-    start = fh.tell()
-    size = fh.seek(0, os.SEEK_END)
-    fh.seek(start)
     endian = "<" if syntax.is_little_endian else ">"
     head = fh.read(4)
     if len(head) < 4:

@@ -90,18 +90,23 @@ def estimate_motion(
     return MotionResult(shifts=shifts.astype(np.float32), reference_frame=int(reference_frame))
 
 
+def max_shift_px(pixel_spacing_mm) -> float:
+    """The shift search radius in pixels for a pixel spacing (mm, scalar or per axis)."""
+    return MAX_SHIFT_MM / float(np.min(pixel_spacing_mm))
+
+
 def estimate_study_motion(study, progress=None) -> list[MotionResult]:
     """Estimate motion of every slice; write ``motion`` and the ``reference_frame`` attribute."""
     from . import __version__
 
-    n_slices, n_frames = study.shape[:2]
+    n_slices = study.shape[0]
+    search_px = max_shift_px(study.pixel_spacing_mm)
     results = []
     for s in range(n_slices):
-        max_shift_px = MAX_SHIFT_MM / min(study.pixel_spacing_mm)
-        results.append(estimate_motion(np.asarray(study.image[s]), max_shift_px=max_shift_px))
+        results.append(estimate_motion(np.asarray(study.image[s]), max_shift_px=search_px))
         if progress is not None:
             progress(s + 1, n_slices)
-    study.write("motion", np.stack([r.shifts for r in results]).astype(np.float32))
+    study.write("motion", np.stack([r.shifts for r in results]))
     study.update_attrs(reference_frame=[r.reference_frame for r in results])
     parameters = {
         "method": "low-rank contrast-matched phase correlation, bounded search",

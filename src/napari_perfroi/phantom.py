@@ -46,13 +46,14 @@ from scipy.signal import fftconvolve
 
 from . import __version__, aha
 from .errors import InputError
-from .study import Study, slice_levels_for
+from .study import ROI_STATES, Study, slice_levels_for
 
 DEFECTS = ("lad", "rca", "lcx")
 TISSUE_DENSITY_G_ML = 1.05
 LABEL_LV_BLOOD, LABEL_MYOCARDIUM, LABEL_RV_BLOOD = 1, 2, 3
 SIGNAL_MODELS = ("saturation_recovery", "linear")
 _CURVE_DT_S = 0.05
+_ROI_ACCEPTED = next(code for code, state in ROI_STATES.items() if state == "accepted")
 # LV "forward" axis: patient left, anterior, inferior (LPS: +L, -P, -S).
 _BASE_TO_APEX_LPS = np.array([1.0, -1.0, -1.0]) / math.sqrt(3.0)
 
@@ -420,8 +421,6 @@ def generate_phantom(seed: int, defect: str | None = None, **overrides) -> Phant
     """Render the phantom of ``seed``; ``overrides`` replace :class:`PhantomParams` fields."""
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise InputError(f"phantom seed must be a non-negative integer, got {seed!r}")
-    if defect is not None:
-        _check_defect(defect)
     p = sample_params(np.random.default_rng(int(seed)), defect, **overrides)
     if p.signal_model not in SIGNAL_MODELS:
         raise InputError(f"unknown signal_model {p.signal_model!r}: expected {SIGNAL_MODELS}")
@@ -457,8 +456,9 @@ def generate_phantom(seed: int, defect: str | None = None, **overrides) -> Phant
         image[k] = np.clip(np.rint(frames * signal["gain"]), 0, 65535).astype(np.uint16)
 
     truth = _truth_arrays(p, slices, centres, labels, reference, motion, levels)
-    attrs = _store_attrs(p, seed, times, levels, reference, orientation, centres)
-    extra = _extra_attrs(p, seed, orientation, centres, slices, curves, signal)
+    geometry = _dicom_geometry(p, orientation, centres)
+    attrs = _store_attrs(p, seed, times, levels, reference, geometry)
+    extra = _extra_attrs(p, seed, geometry, centres, slices, curves, signal)
     return Phantom(image=image, attrs=attrs, extra=extra, truth=truth, params=p)
 
 
@@ -869,15 +869,11 @@ def _place_heart(p: PhantomParams, anatomies, shift_mm, scale) -> np.ndarray:
     ps = p.pixel_spacing_mm
     dims = np.asarray(p.matrix, dtype=float)
     image_centre = (dims - 1.0) / 2.0
-    drift_px = []
-    extent_px = []
-    for k, anatomy in enumerate(anatomies):
-        x, y = _to_display(p, *anatomy.drift_mm)
-        drift_px.append([-y / ps, x / ps])
-        reach = _heart_extent_mm(anatomy) * scale[k].max() + np.abs(shift_mm[k]).max()
-        extent_px.append(reach / ps + 2.0)
-    drift_px = np.asarray(drift_px)
-    extent_px = np.asarray(extent_px)[:, None]
+    drift_px = np.array([_drift_px(p, k) for k in range(len(anatomies))])
+    extent_px = np.array([
+        (_heart_extent_mm(anatomy) * scale[k].max() + np.abs(shift_mm[k]).max()) / ps + 2.0
+        for k, anatomy in enumerate(anatomies)
+    ])[:, None]
     low = np.max(extent_px - drift_px, axis=0) - image_centre
     high = np.min(dims - 1.0 - extent_px - drift_px, axis=0) - image_centre
     wanted = np.asarray(p.heart_offset) * 0.15 * dims
@@ -1229,14 +1225,14 @@ def _truth_arrays(p, anatomies, centres, labels, reference, motion, levels):
         "labels": labels,
         "motion": motion.astype(np.float32),
         "roi": roi,
-        "roi_state": np.full((n_s, n_t), 4, dtype=np.uint8),
+        "roi_state": np.full((n_s, n_t), _ROI_ACCEPTED, dtype=np.uint8),
         "mbf": segment_mbf[segment_map].astype(np.float32),
         "aha": segment_map,
     }
 
 
-def _store_attrs(p, seed, times, levels, reference, orientation, centres):
-    orientation_cosines, positions = _dicom_geometry(p, orientation, centres)
+def _store_attrs(p, seed, times, levels, reference, geometry):
+    orientation_cosines, positions = geometry
     slice_normal = np.cross(orientation_cosines[:3], orientation_cosines[3:])
     slice_normal /= np.linalg.norm(slice_normal)
     return {
@@ -1270,7 +1266,7 @@ def _image_positions(p, orientation: _Orientation, centres) -> np.ndarray:
     LV centre of the basal slice sits at ``heart_position_lps``.
     """
     ps = p.pixel_spacing_mm
-    basal_row, basal_col = centres[0] - _drift_px(p, 0)
+    basal_row, basal_col = centres[0]  # slice 0 has no long-axis drift
     origin = np.asarray(p.heart_position_lps) - basal_col * ps * orientation.row_dir
     origin -= basal_row * ps * orientation.col_dir
     step = p.slice_thickness_mm + p.slice_gap_mm
@@ -1278,6 +1274,7 @@ def _image_positions(p, orientation: _Orientation, centres) -> np.ndarray:
 
 
 def _drift_px(p, k):
+    """Offset (row, col) px of slice k's LV centre from the basal one's (long-axis drift)."""
     x, y = _to_display(p, k * p.long_axis_drift_mm[0], k * p.long_axis_drift_mm[1])
     return np.array([-y, x]) / p.pixel_spacing_mm
 
@@ -1296,8 +1293,10 @@ def _jsonable(value):
     return value
 
 
-def _extra_attrs(p, seed, orientation, centres, anatomies, curves, signal):
-    """DICOM geometry and the scalar truth, JSON-ready (``extra_attrs`` of Study.create)."""
+def _extra_attrs(p, seed, geometry, centres, anatomies, curves, signal):
+    """DICOM geometry (:func:`_dicom_geometry`) and the scalar truth, JSON-ready
+    (``extra_attrs`` of Study.create)."""
+    orientation_cosines, positions = geometry
     imaged = {s for a in anatomies for s in aha.LEVEL_SEGMENTS[a.level]}
     segment_mbf = [m if i + 1 in imaged else None for i, m in enumerate(p.segment_mbf)]
     aif_slice = 0
@@ -1344,7 +1343,7 @@ def _extra_attrs(p, seed, orientation, centres, anatomies, curves, signal):
         "parameters": dataclasses.asdict(p),
     }
     return _jsonable({
-        "image_orientation_patient": _dicom_geometry(p, orientation, centres)[0],
-        "image_position_patient": _dicom_geometry(p, orientation, centres)[1],
+        "image_orientation_patient": orientation_cosines,
+        "image_position_patient": positions,
         "truth": truth,
     })

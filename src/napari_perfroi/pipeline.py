@@ -6,17 +6,14 @@ from collections.abc import Callable
 
 from .errors import InputError
 
-# Step name -> function(study, progress) that reads its inputs from the study
-# and writes its outputs back. Listed in the order they run.
-STEP_ORDER = ("motion",)
-
-
 def _motion(study, progress):
     from .motion import estimate_study_motion
 
     estimate_study_motion(study, progress=progress)
 
 
+# Step name -> function(study, progress) that reads its inputs from the study
+# and writes its outputs back, in the order the steps run.
 STEPS: dict[str, Callable] = {"motion": _motion}
 
 
@@ -26,9 +23,9 @@ def parse_steps(text: str) -> list[str]:
     unknown = [name for name in requested if name not in STEPS]
     if unknown or not requested:
         raise InputError(
-            f"unknown step {', '.join(unknown) or '(none given)'}; available: {', '.join(STEP_ORDER)}"
+            f"unknown step {', '.join(unknown) or '(none given)'}; available: {', '.join(STEPS)}"
         )
-    return [name for name in STEP_ORDER if name in requested]
+    return [name for name in STEPS if name in requested]
 
 
 def run_step(study, name: str, progress: Callable[[int, int], None] | None = None) -> None:

@@ -1,4 +1,4 @@
-"""Pictures and tables written from a study store (PNG via matplotlib's Agg backend)."""
+"""Summaries and pictures of a study store (PNG via matplotlib's Agg backend)."""
 
 from __future__ import annotations
 
@@ -51,3 +51,38 @@ def save_montage(study, path: str | Path, n_columns: int = 8) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def study_summary(study) -> str:
+    """A few lines describing a study store."""
+    attrs = study.attrs
+    n_slices, n_frames, n_rows, n_cols = study.shape
+    times = np.asarray(attrs["frame_times_s"], dtype=float)
+    intervals = np.diff(times, axis=1)
+    source = attrs["source"]
+    lines = [
+        f"study      {study.path}",
+        f"image      {n_slices} slices x {n_frames} frames x {n_rows} x {n_cols}"
+        f" ({study.zarr_array('image').dtype})",
+        f"pixels     {attrs['pixel_spacing_mm'][0]:.2f} x {attrs['pixel_spacing_mm'][1]:.2f} mm,"
+        f" slice thickness {attrs['slice_thickness_mm']:.1f} mm",
+        f"slices     {', '.join(attrs['slice_levels'])} (base -> apex)",
+        f"timing     {times[:, -1].max():.1f} s, frame interval"
+        f" {np.median(intervals):.2f} s (range {intervals.min():.2f}-{intervals.max():.2f})"
+        if n_frames > 1 else "timing     single frame",
+        f"source     {_describe_source(source)}",
+        f"arrays     {', '.join(study.arrays())}",
+    ]
+    return "\n".join(lines)
+
+
+def _describe_source(source: dict) -> str:
+    if "description" in source:
+        return source["description"]
+    parts = [
+        ", ".join(source.get("series", [])),
+        ", ".join(source.get("manufacturer", [])),
+        f"{source['n_files']} files" if "n_files" in source else "",
+        f"frames ordered by {source['time_source']}" if "time_source" in source else "",
+    ]
+    return f"{source.get('format', source.get('importer', '?'))}: " + "; ".join(p for p in parts if p)

@@ -114,7 +114,7 @@ class Study:
             )
         if path.exists() and not overwrite:
             raise StoreError(f"{path}: already exists (use overwrite to replace it)")
-        if path.exists() and not _is_study_store(path):
+        if path.exists() and not is_study_store(path):
             raise StoreError(f"{path}: exists and is not a study store; refusing to replace it")
         attrs = {
             "format_version": FORMAT_VERSION,
@@ -158,7 +158,7 @@ class Study:
         if not (self.path / "zarr.json").is_file():
             raise StoreError(f"{self.path}: not a study store (no zarr.json)")
         try:
-            meta = json.loads((self.path / "zarr.json").read_text())
+            meta = _read_json(self.path / "zarr.json")
         except (OSError, ValueError) as exc:
             raise StoreError(f"{self.path}: unreadable zarr.json ({exc})") from None
         attrs = meta.get("attributes", {}).get(ATTRS_KEY)
@@ -177,28 +177,21 @@ class Study:
             for name in self.arrays():
                 if name != "image":
                     self._check_derived(name, _array_meta(self.path / name))
+        except StoreError:
+            raise
         except (OSError, ValueError, TypeError, KeyError) as exc:
-            if isinstance(exc, StoreError):
-                raise
             raise StoreError(f"{self.path}: malformed store ({type(exc).__name__}: {exc})") from None
 
     # ---------------------------------------------------------------- metadata
     @property
-    def _root(self):
-        import zarr
-
-        return zarr.open_group(self.path, mode="r+" if self.writable else "r", zarr_format=3)
-
-    @property
     def attrs(self) -> dict[str, Any]:
         """The ``perfroi`` attribute (a fresh copy; change it with :meth:`update_attrs`)."""
-        meta = json.loads((self.path / "zarr.json").read_text())
-        return meta["attributes"][ATTRS_KEY]
+        return _read_json(self.path / "zarr.json")["attributes"][ATTRS_KEY]
 
     def update_attrs(self, **changes: Any) -> None:
         """Merge ``changes`` into the ``perfroi`` attribute, atomically."""
         self._require_writable()
-        meta = json.loads((self.path / "zarr.json").read_text())
+        meta = _read_json(self.path / "zarr.json")
         meta["attributes"][ATTRS_KEY].update(changes)
         _atomic_write_text(self.path / "zarr.json", json.dumps(meta, indent=2))
 
@@ -210,8 +203,7 @@ class Study:
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
-        meta = json.loads((self.path / "image" / "zarr.json").read_text())
-        return tuple(meta["shape"])
+        return _array_meta(self.path / "image").shape
 
     @property
     def pixel_spacing_mm(self) -> tuple[float, float]:
@@ -253,8 +245,7 @@ class Study:
             subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
             if folder == str(self.path) or "zarr.json" not in files:
                 continue
-            meta = json.loads((Path(folder) / "zarr.json").read_text())
-            if meta.get("node_type") == "array":
+            if _read_json(Path(folder) / "zarr.json").get("node_type") == "array":
                 subfolders[:] = []  # chunk folders
                 found.append(Path(folder).relative_to(self.path).as_posix())
         return sorted(found)
@@ -294,7 +285,7 @@ class Study:
             shutil.rmtree(staging, ignore_errors=True)
 
     def _check_derived(self, name: str, data) -> None:
-        """Check an array (or its metadata: anything with ``shape`` and ``dtype``)."""
+        """Check a derived array's shape and dtype (``data``: an array or its metadata)."""
         leaf = name.split("/")[-1]
         if leaf not in DERIVED_ARRAYS:  # e.g. phantom-only truth arrays
             return
@@ -318,17 +309,23 @@ class _ArrayMeta:
     dtype: np.dtype
 
 
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text())
+
+
 def _array_meta(path: Path) -> _ArrayMeta:
-    meta = json.loads((path / "zarr.json").read_text())
+    meta = _read_json(path / "zarr.json")
     return _ArrayMeta(tuple(meta["shape"]), np.dtype(meta["data_type"]))
 
 
-def _is_study_store(path: Path) -> bool:
+def is_study_store(path: Path) -> bool:
+    """Whether ``path`` is a zarr group that claims to be a study (any format version)."""
     try:
-        meta = json.loads((path / "zarr.json").read_text())
+        meta = _read_json(path / "zarr.json")
     except (OSError, ValueError):
         return False
-    return ATTRS_KEY in meta.get("attributes", {})
+    attributes = meta.get("attributes") if isinstance(meta, dict) else None
+    return isinstance(attributes, dict) and ATTRS_KEY in attributes
 
 
 def _check_attrs(path: Path, attrs: dict[str, Any], shape: tuple[int, ...]) -> None:

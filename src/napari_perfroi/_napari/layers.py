@@ -102,18 +102,18 @@ def roi_frames(roi: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- layer data
-def _common(study: Study, name: str) -> dict[str, Any]:
+def _common(study: Study, name: str, scale=None) -> dict[str, Any]:
     return {
         "name": name,
-        "scale": study_scale(study),
+        "scale": study_scale(study) if scale is None else scale,
         "axis_labels": AXIS_LABELS,
         "metadata": {STORE_KEY: str(study.path)},
     }
 
 
-def image_layer(study: Study) -> LayerData:
+def image_layer(study: Study, scale=None) -> LayerData:
     """The raw image, lazy (one dask chunk per frame)."""
-    kwargs = _common(study, IMAGE_LAYER)
+    kwargs = _common(study, IMAGE_LAYER, scale)
     kwargs.update(
         contrast_limits=contrast_limits(study.zarr_array("image")),
         colormap="gray",
@@ -156,33 +156,33 @@ def _over_time(study: Study, name: str) -> np.ndarray:
     return np.broadcast_to(per_slice[:, None], (n_slices, n_times, n_rows, n_cols))
 
 
-def labels_layer(study: Study) -> LayerData:
-    kwargs = _common(study, LABELS_LAYER)
+def labels_layer(study: Study, scale=None) -> LayerData:
+    kwargs = _common(study, LABELS_LAYER, scale)
     kwargs.update(colormap=dict(LABEL_COLORS), opacity=0.5)
     return _per_frame_labels(study, "labels"), kwargs, "labels"
 
 
-def truth_labels_layer(study: Study) -> LayerData:
-    kwargs = _common(study, TRUTH_LABELS_LAYER)
+def truth_labels_layer(study: Study, scale=None) -> LayerData:
+    kwargs = _common(study, TRUTH_LABELS_LAYER, scale)
     kwargs.update(colormap=dict(LABEL_COLORS), opacity=0.5, visible=False)
     return _per_frame_labels(study, "truth/labels"), kwargs, "labels"
 
 
-def mbf_layer(study: Study) -> LayerData:
-    kwargs = _common(study, MBF_LAYER)
+def mbf_layer(study: Study, scale=None) -> LayerData:
+    kwargs = _common(study, MBF_LAYER, scale)
     kwargs.update(
         colormap="turbo", contrast_limits=MBF_RANGE_ML_MIN_G, opacity=0.7, multiscale=False
     )
     return _over_time(study, "mbf"), kwargs, "image"
 
 
-def aha_layer(study: Study) -> LayerData:
-    kwargs = _common(study, AHA_LAYER)
+def aha_layer(study: Study, scale=None) -> LayerData:
+    kwargs = _common(study, AHA_LAYER, scale)
     kwargs.update(opacity=0.4, visible=False)
     return _over_time(study, "aha"), kwargs, "labels"
 
 
-def roi_layer(study: Study) -> LayerData:
+def roi_layer(study: Study, scale=None) -> LayerData:
     """One ellipse per frame with a circle, on that frame only, edged by its review state."""
     roi = study.read("roi")
     if study.has("roi_state"):
@@ -193,7 +193,7 @@ def roi_layer(study: Study) -> LayerData:
     ellipses = [circle_corners(s, t, *roi[s, t]) for s, t in frames]
     state_names = [ROI_STATES.get(int(states[s, t]), "none") for s, t in frames]
     default_colour = ROI_STATE_COLORS[ROI_STATES[DEFAULT_ROI_STATE]]
-    kwargs = _common(study, ROI_LAYER)
+    kwargs = _common(study, ROI_LAYER, scale)
     kwargs.update(
         ndim=4,
         shape_type="ellipse",
@@ -217,6 +217,7 @@ _OPTIONAL_LAYERS = (
 
 def study_layers(study: Study) -> list[LayerData]:
     """Every layer a study store has data for, in display order."""
-    layers = [image_layer(study)]
-    layers += [build(study) for array, build in _OPTIONAL_LAYERS if study.has(array)]
+    scale = study_scale(study)  # read the store attributes once, not once per layer
+    layers = [image_layer(study, scale)]
+    layers += [build(study, scale) for array, build in _OPTIONAL_LAYERS if study.has(array)]
     return layers

@@ -6,7 +6,6 @@ is only read, never written to; import it into a store with ``perfroi import``.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import warnings
@@ -52,21 +51,10 @@ def _is_zarr(path: Path) -> bool:
     return path.suffix == ".zarr" or any((path / m).is_file() for m in markers)
 
 
-def _has_perfroi_attrs(path: Path) -> bool:
-    """Whether ``path`` is a zarr v3 group that claims to be a study (any version)."""
-    from ..study import ATTRS_KEY
-
-    try:
-        meta = json.loads((path / "zarr.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(meta, dict) and ATTRS_KEY in meta.get("attributes", {})
-
-
 def _study_reader(path: Path) -> ReaderFunction | None:
-    from ..study import StoreError, Study
+    from ..study import StoreError, Study, is_study_store
 
-    if not _has_perfroi_attrs(path):
+    if not is_study_store(path):  # claims to be a study (any format version)?
         logger.debug("%s: a zarr store but not a perfroi study", path)
         return None  # another plugin's zarr: stay quiet
     try:

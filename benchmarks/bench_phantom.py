@@ -1,0 +1,32 @@
+"""Time to generate one phantom study (target: under 5 s).
+
+Usage: python benchmarks/bench_phantom.py [--seeds 2000-2009]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from napari_perfroi.phantom import generate_phantom
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", default="2000-2009", help="seed range, e.g. 2000-2009")
+    first, _, last = parser.parse_args().seeds.partition("-")
+    seconds = []
+    print(f"{'seed':>6} {'shape':>20} {'seconds':>8}")
+    for seed in range(int(first), int(last or first) + 1):
+        start = time.perf_counter()
+        phantom = generate_phantom(seed)
+        seconds.append(time.perf_counter() - start)
+        shape = "x".join(map(str, phantom.image.shape))
+        print(f"{seed:>6} {shape:>20} {seconds[-1]:>8.2f}")
+    print(f"mean {np.mean(seconds):.2f} s, worst {max(seconds):.2f} s per study (target < 5 s)")
+
+
+if __name__ == "__main__":
+    main()
