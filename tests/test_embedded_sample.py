@@ -10,6 +10,7 @@ import pytest
 from napari_perfroi.demo import REPOSITORY_SAMPLE, SAMPLE_DEFECT, SAMPLE_SEED, run_demo
 from napari_perfroi.dicom import import_dicom
 from napari_perfroi.phantom import generate_phantom
+from napari_perfroi.segment.metrics import dice_per_class
 from napari_perfroi.study import Study
 
 SAMPLE_FILES = sorted(p for p in REPOSITORY_SAMPLE.iterdir() if p.name != "README.md")
@@ -49,10 +50,15 @@ def test_import_in_shuffled_order_reproduces_the_phantom(tmp_path, phantom):
     )
 
 
-def test_demo_writes_store_and_montage(tmp_path, capsys):
+def test_demo_segments_the_sample_and_writes_a_montage(tmp_path, capsys, phantom):
     written = run_demo(tmp_path / "out")
     assert [p.name for p in written] == ["study.zarr", "montage.png"]
-    assert Study.open(written[0]).shape == (3, 60, 160, 144)
+    study = Study.open(written[0])
+    assert study.shape == (3, 60, 160, 144)
+    assert {"motion", "segment"} <= set(study.attrs["steps"])
+    lv, myocardium, rv = dice_per_class(study.read("labels"), phantom.truth["labels"])
+    assert lv >= 0.85 and myocardium >= 0.75 and rv >= 0.7, (lv, myocardium, rv)
     assert written[1].stat().st_size > 10_000
     out = capsys.readouterr().out
     assert "3 slices x 60 frames" in out
+    assert "segment: LV found on all 3 slice(s)" in out

@@ -67,9 +67,12 @@ def test_manifest_is_valid_in_a_wheel_install(wheel, tmp_path):
         print(spec.submodule_search_locations[0])
         print(importlib.metadata.distribution("{PLUGIN}").locate_file(""))
         print(PluginManifest.from_distribution("{PLUGIN}").display_name)
+        from napari_perfroi.segment.model import load_model
+        print(load_model(device="cpu").weights_path)
     """), env=env).splitlines()
-    package_dir, dist_dir, display_name = where
+    package_dir, dist_dir, display_name, weights = where
     assert Path(package_dir) == target / "napari_perfroi"
     assert Path(dist_dir) == target
     assert display_name == "Perfusion ROI"
+    assert Path(weights).is_relative_to(target)  # the wheel ships the model and it loads
     _run(*isolated, "-m", "npe2", "validate", PLUGIN, "--imports", env=env)

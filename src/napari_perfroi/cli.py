@@ -10,6 +10,7 @@ from . import __version__
 from .errors import InputError
 from .progress import TqdmProgress
 from .report import study_summary
+from .segment.train import TrainingConfig
 
 
 def _cmd_import(args: argparse.Namespace) -> None:
@@ -28,15 +29,37 @@ def _cmd_phantom(args: argparse.Namespace) -> None:
 
 
 def _cmd_analyze(args: argparse.Namespace) -> None:
-    from .pipeline import parse_steps, run_step
+    from .pipeline import parse_steps, run_step, with_prerequisites
     from .study import Study
 
-    steps = parse_steps(args.steps)
     study = Study.open(args.store, writable=True)
+    steps = with_prerequisites(study, parse_steps(args.steps))
+    if "segment" in steps:  # a bad device fails now, not after the motion step
+        from .segment.model import pick_device
+
+        pick_device(args.device)
     for name in steps:
         with TqdmProgress(name, unit="slice") as progress:
-            run_step(study, name, progress)
+            summary = run_step(study, name, progress, model=args.model, device=args.device)
+        print(f"{name}: {summary}")
     print(f"{study.path}: ran {', '.join(steps)}")
+
+
+def _cmd_train(args: argparse.Namespace) -> None:
+    from .segment.train import train
+
+    config = TrainingConfig(
+        train_studies=args.train_studies,
+        validation_studies=args.validation_studies,
+        max_epochs=args.epochs,
+        patience=args.patience,
+        seed=args.seed,
+        workers=args.workers,
+    )
+    metadata = train(args.out, config, log=lambda line: print(line, flush=True))
+    dice = ", ".join(f"{k} {v:.3f}" for k, v in metadata["validation_dice"].items())
+    print(f"wrote {Path(args.out) / metadata['weights']} (sha256 {metadata['sha256']}); "
+          f"validation Dice: {dice}")
 
 
 def _cmd_info(args: argparse.Namespace) -> None:
@@ -81,9 +104,31 @@ def build_parser() -> argparse.ArgumentParser:
     cmd = commands.add_parser("analyze", help="run analysis steps on a study store")
     cmd.add_argument("store", help="study store (STORE.zarr)")
     cmd.add_argument(
-        "--steps", default="motion", help="comma-separated steps to run (available: motion)"
+        "--steps", default="motion,segment",
+        help="comma-separated steps to run (available: motion, segment; default: both); "
+        "a step whose input is missing also runs the step that makes it",
     )
+    cmd.add_argument("--model", default=None,
+                     help="segmentation weights (.safetensors; default: the shipped model)")
+    cmd.add_argument("--device", default="auto",
+                     help="torch device for segmentation: auto (cuda > mps > cpu), cpu, cuda, mps")
     cmd.set_defaults(run=_cmd_analyze)
+
+    cmd = commands.add_parser("train", help="train the segmentation model on generated phantoms")
+    cmd.add_argument("--out", required=True, help="folder for unet.safetensors and unet.json")
+    defaults = TrainingConfig()
+    cmd.add_argument("--train-studies", type=int, default=defaults.train_studies,
+                     help=f"phantom studies to train on (default {defaults.train_studies})")
+    cmd.add_argument("--validation-studies", type=int, default=defaults.validation_studies,
+                     help=f"phantom studies for early stopping (default {defaults.validation_studies})")
+    cmd.add_argument("--epochs", type=int, default=defaults.max_epochs,
+                     help=f"most epochs (default {defaults.max_epochs})")
+    cmd.add_argument("--patience", type=int, default=defaults.patience,
+                     help=f"stop after this many epochs without improvement (default {defaults.patience})")
+    cmd.add_argument("--seed", type=int, default=defaults.seed, help="training seed (default 0)")
+    cmd.add_argument("--workers", type=int, default=defaults.workers,
+                     help=f"processes generating phantoms (default {defaults.workers})")
+    cmd.set_defaults(run=_cmd_train)
 
     cmd = commands.add_parser("info", help="print a summary of a study store")
     cmd.add_argument("store", help="study store (STORE.zarr)")

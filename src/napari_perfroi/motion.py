@@ -60,7 +60,7 @@ def estimate_motion(
         raise ValueError(f"series must be (T, Y, X), got shape {frames.shape}")
     n_frames = frames.shape[0]
     shifts = np.zeros((n_frames, 2), dtype=np.float64)
-    registered = np.flatnonzero(~_proton_density_frames(frames))
+    registered = np.flatnonzero(~proton_density_frames(frames))
     if registered.size >= 2 and _has_structure(frames):
         frames = ndimage.gaussian_filter(frames, sigma=(0, SMOOTH_SIGMA_PX, SMOOTH_SIGMA_PX))
         window = _heart_window(frames[registered])
@@ -123,7 +123,7 @@ def estimate_study_motion(study, progress=None) -> list[MotionResult]:
     return results
 
 
-def _proton_density_frames(frames: np.ndarray) -> np.ndarray:
+def proton_density_frames(frames: np.ndarray) -> np.ndarray:
     """Boolean (T,): the leading run of frames much brighter than the typical frame."""
     means = frames.mean(axis=(1, 2))
     bright = means > PD_BRIGHTNESS_RATIO * np.median(means)

@@ -463,13 +463,18 @@ def generate_phantom(seed: int, defect: str | None = None, **overrides) -> Phant
 
 
 def write_phantom(
-    path: str | os.PathLike, seed: int, defect: str | None = None, overwrite: bool = False
+    path: str | os.PathLike,
+    seed: int,
+    defect: str | None = None,
+    overwrite: bool = False,
+    **overrides,
 ) -> Study:
     """Generate the phantom of ``seed`` into a new study store with truth under ``truth/``.
 
-    A failure while writing the truth removes the store: no half-written phantom.
+    ``overrides`` replace :class:`PhantomParams` fields. A failure while
+    writing the truth removes the store: no half-written phantom.
     """
-    phantom = generate_phantom(seed, defect)
+    phantom = generate_phantom(seed, defect, **overrides)
     study = Study.create(
         path, phantom.image, **phantom.attrs, extra_attrs=phantom.extra, overwrite=overwrite
     )
@@ -543,7 +548,9 @@ def _concentration_curves(p: PhantomParams, times: np.ndarray) -> dict[str, Any]
     """
     first_sr = times[:, p.n_pd_frames].min()
     lv_foot = first_sr + p.baseline_s
-    t = np.arange(-5.0, times.max() + 2.0, _CURVE_DT_S)
+    # The grid reaches past the first-pass peak even when the series ends before it.
+    end = max(times.max(), lv_foot + 3.0 * p.lv_time_to_peak_s) + 2.0
+    t = np.arange(-5.0, end, _CURVE_DT_S)
 
     def bolus(foot, time_to_peak):
         since = t - foot
@@ -891,7 +898,7 @@ def _breathing(p: PhantomParams, times, orientation: _Orientation, rng):
     component, a slow drift and small beat-to-beat jitter.
     """
     t_end = float(times.max()) + 1.0
-    n_cycles = int((t_end - p.breath_hold_s) / (0.6 * p.breathing_period_s)) + 3
+    n_cycles = max(0, int((t_end - p.breath_hold_s) / (0.6 * p.breathing_period_s))) + 3
     periods = p.breathing_period_s * np.clip(
         1.0 + p.breathing_irregularity * rng.standard_normal(n_cycles), 0.6, 1.6
     )

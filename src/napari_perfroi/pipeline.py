@@ -6,15 +6,27 @@ from collections.abc import Callable
 
 from .errors import InputError
 
-def _motion(study, progress):
+
+def _motion(study, progress, options):
     from .motion import estimate_study_motion
 
     estimate_study_motion(study, progress=progress)
+    return f"motion estimated on {study.shape[0]} slice(s)"
 
 
-# Step name -> function(study, progress) that reads its inputs from the study
-# and writes its outputs back, in the order the steps run.
-STEPS: dict[str, Callable] = {"motion": _motion}
+def _segment(study, progress, options):
+    from .segment.infer import segment_study
+    from .segment.model import load_model
+
+    model = load_model(options.get("model"), device=options.get("device", "auto"))
+    return segment_study(study, model, progress=progress).message()
+
+
+# Step name -> function(study, progress, options) that reads its inputs from the
+# study, writes its outputs back and returns a one-line summary; in run order.
+STEPS: dict[str, Callable] = {"motion": _motion, "segment": _segment}
+# Step -> the array it needs and the step that writes it.
+PREREQUISITES = {"segment": ("motion", "motion")}
 
 
 def parse_steps(text: str) -> list[str]:
@@ -28,6 +40,26 @@ def parse_steps(text: str) -> list[str]:
     return [name for name in STEPS if name in requested]
 
 
-def run_step(study, name: str, progress: Callable[[int, int], None] | None = None) -> None:
-    """Run one step on an open, writable study."""
-    STEPS[name](study, progress)
+def with_prerequisites(study, steps: list[str]) -> list[str]:
+    """``steps`` plus the earlier steps whose output the study lacks, in pipeline order."""
+    needed = set(steps)
+    for name in steps:
+        array, step = PREREQUISITES.get(name, (None, None))
+        if array is not None and not study.has(array):
+            needed.add(step)
+    return [name for name in STEPS if name in needed]
+
+
+def run_step(
+    study,
+    name: str,
+    progress: Callable[[int, int], None] | None = None,
+    **options,
+) -> str:
+    """Run one step on an open, writable study; return its one-line summary.
+
+    ``progress(done, total)`` may raise (e.g. :class:`~.progress.Cancelled`)
+    to stop the step before it writes anything. Options: ``model`` (weights
+    path) and ``device`` for segment.
+    """
+    return STEPS[name](study, progress, options)

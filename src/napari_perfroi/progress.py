@@ -7,6 +7,10 @@ passes a :class:`TqdmProgress`, the napari widgets one that feeds a progress bar
 from __future__ import annotations
 
 
+class Cancelled(Exception):
+    """Raised by a progress callback to stop a step before it writes its result."""
+
+
 class TqdmProgress:
     """A ``progress(done, total)`` callback drawing a tqdm bar on stderr."""
 

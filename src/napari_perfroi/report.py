@@ -12,10 +12,14 @@ def montage_frames(n_frames: int, n_columns: int) -> list[int]:
     return sorted({int(round(i)) for i in np.linspace(0, n_frames - 1, min(n_columns, n_frames))})
 
 
+LABEL_OUTLINE_COLOURS = {1: "red", 2: "yellow", 3: "royalblue"}
+
+
 def save_montage(study, path: str | Path, n_columns: int = 8) -> Path:
     """Save a grid of frames: one row per slice, columns spread over time.
 
-    Only the frames shown are read from the store.
+    Outlines of the LV blood pool (red), myocardium (yellow) and RV (blue)
+    are drawn when the study has labels. Only the frames shown are read.
     """
     import matplotlib
 
@@ -26,6 +30,7 @@ def save_montage(study, path: str | Path, n_columns: int = 8) -> Path:
     n_slices, n_frames, n_rows, n_cols = study.shape
     frames = montage_frames(n_frames, n_columns)
     shown = study.image[:, frames].compute().astype(np.float32)
+    labels = study.zarr_array("labels")[:, frames] if study.has("labels") else None
     low, high = np.percentile(shown, [1, 99.7])
     times = study.frame_times_s
     levels = study.attrs["slice_levels"]
@@ -39,6 +44,11 @@ def save_montage(study, path: str | Path, n_columns: int = 8) -> Path:
         for j, t in enumerate(frames):
             ax = axes[s, j]
             ax.imshow(shown[s, j], cmap="gray", vmin=low, vmax=high, aspect=aspect)
+            if labels is not None:
+                for value, colour in LABEL_OUTLINE_COLOURS.items():
+                    if (labels[s, j] == value).any():
+                        ax.contour(labels[s, j] == value, levels=[0.5], colors=colour,
+                                   linewidths=0.6)
             ax.set_xticks([])
             ax.set_yticks([])
             if s == 0:

@@ -1,0 +1,145 @@
+"""Segmentation accuracy and speed of the shipped model on phantoms it never saw.
+
+Accuracy: for each unseen seed the phantom is generated, its motion is
+estimated (the motion step, not the truth), and every frame is segmented and
+compared with the true labels of that frame: Dice per class (mean over
+frames that have the class in the truth or the prediction) and the
+myocardium's Hausdorff distance (mm). A second table repeats this on the
+hard cases the model must handle (fine matrices, small hearts, strong coil
+shading, proton-density frames, saturated blood, single slices).
+
+Speed: the segment step on a 3-slice x 60-frame study store whose motion is
+already estimated, with model loading (checksum, weights) and the store read
+and write included, median of repeats; the one-off torch import and the
+motion step are printed separately.
+
+    python benchmarks/bench_segmentation.py [--seeds 1000-1019] [--cases 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from napari_perfroi.motion import estimate_motion, max_shift_px
+from napari_perfroi.phantom import generate_phantom, write_phantom
+from napari_perfroi.pipeline import run_step
+from napari_perfroi.segment.infer import segment_series
+from napari_perfroi.segment.metrics import per_frame_scores
+from napari_perfroi.segment.model import _load, load_model
+from napari_perfroi.study import Study
+
+TARGETS = {"LV blood pool": 0.93, "myocardium": 0.88, "RV blood pool": 0.85}
+HARD_CASES = {
+    "256x256 at 1.4 mm": {"pixel_spacing_mm": 1.4, "matrix": (256, 256)},
+    "small heart": {"lv_radius_mm": 17.0, "wall_thickness_mm": 5.0},
+    "strong coil shading": {"coil_shading": 1.0, "coil_width_mm": 55.0},
+    "3 proton-density frames": {"n_pd_frames": 3},
+    "saturated blood pool": {"lv_peak_mmol": 12.0},
+    "single slice": {"n_slices": 1, "acquisition_order": (0,)},
+}
+HARD_CASE_SEED_BASE = 2000
+
+
+def seed_range(text: str) -> list[int]:
+    first, _, last = text.partition("-")
+    return list(range(int(first), int(last or first) + 1))
+
+
+def evaluate(model, seed: int, **overrides) -> dict[str, np.ndarray]:
+    phantom = generate_phantom(seed, **overrides)
+    spacing = phantom.attrs["pixel_spacing_mm"]
+    search = max_shift_px(spacing)
+    motion = np.stack([estimate_motion(s, max_shift_px=search).shifts for s in phantom.image])
+    result = segment_series(
+        model, phantom.image, motion, np.asarray(phantom.attrs["frame_times_s"]), spacing
+    )
+    return per_frame_scores(result.labels, phantom.truth["labels"], spacing)
+
+
+def pooled(scores: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    return {name: np.concatenate([s[name] for s in scores]) for name in scores[0]}
+
+
+def print_table(rows: dict[str, dict[str, np.ndarray]]) -> None:
+    header = f"{'':26s}{'LV pool':>9s}{'myo':>9s}{'RV':>9s}{'myo HD mm':>12s}{'worst myo':>11s}"
+    print(header)
+    for label, scores in rows.items():
+        means = [np.nanmean(scores[name]) for name in TARGETS]
+        hd = np.nanmedian(scores["myocardium Hausdorff mm"])
+        worst = np.nanmin(scores["myocardium"])
+        print(f"{label:26s}" + "".join(f"{m:9.3f}" for m in means) + f"{hd:12.2f}{worst:11.3f}")
+
+
+def time_segment_step(repeats: int = 5) -> tuple[float, float]:
+    """(median seconds of the segment step incl. model load, seconds of the motion step)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "timing.zarr"
+        write_phantom(path, seed=3000, n_dynamics=60, n_pd_frames=0)
+        study = Study.open(path, writable=True)
+        assert study.shape[:2] == (3, 60), study.shape
+        started = time.perf_counter()
+        run_step(study, "motion")
+        motion_s = time.perf_counter() - started
+        times = []
+        for _ in range(repeats):
+            _load.cache_clear()  # load the weights from disk every time
+            started = time.perf_counter()
+            run_step(study, "segment")
+            times.append(time.perf_counter() - started)
+    return float(np.median(times)), motion_s
+
+
+def torch_import_s() -> float:
+    code = "import time; t = time.perf_counter(); import torch; print(time.perf_counter() - t)"
+    return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                check=True).stdout)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", default="1000-1019", help="unseen phantom seeds (default 1000-1019)")
+    parser.add_argument("--cases", type=int, default=5, help="seeds per hard case (default 5)")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    model = load_model(device="cpu")
+    print(f"model {model.weights_path.name} sha256 {model.sha256[:12]}…, "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+
+    seeds = seed_range(args.seeds)
+    per_seed = {}
+    for seed in seeds:
+        per_seed[seed] = evaluate(model, seed)
+        means = ", ".join(f"{np.nanmean(per_seed[seed][n]):.3f}" for n in TARGETS)
+        print(f"  seed {seed}: Dice {means}", flush=True)
+    overall = pooled(list(per_seed.values()))
+    print(f"\nUnseen phantoms, seeds {seeds[0]}-{seeds[-1]}: mean Dice over all frames")
+    print_table({f"{len(seeds)} seeds": overall})
+    for name, target in TARGETS.items():
+        value = np.nanmean(overall[name])
+        print(f"  {name}: {value:.3f} (target >= {target:.2f}: {'met' if value >= target else 'MISSED'})")
+
+    rows = {}
+    for i, (case, overrides) in enumerate(HARD_CASES.items()):
+        base = HARD_CASE_SEED_BASE + 100 * i
+        rows[case] = pooled([evaluate(model, base + k, **overrides) for k in range(args.cases)])
+        print(f"  {case} done", flush=True)
+    print(f"\nHard cases, {args.cases} seeds each (seeds from {HARD_CASE_SEED_BASE})")
+    print_table(rows)
+
+    segment_s, motion_s = time_segment_step()
+    print("\nSpeed, 3 slices x 60 frames, CPU, 2 threads")
+    print(f"  segment step incl. model load, store read and write: {segment_s:.3f} s (target <= 0.5 s)")
+    print(f"  motion step (run before, once): {motion_s:.2f} s")
+    print(f"  torch import (once per process): {torch_import_s():.2f} s")
+
+
+if __name__ == "__main__":
+    main()

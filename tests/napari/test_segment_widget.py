@@ -1,0 +1,159 @@
+"""The "Segment" dock widget in a real viewer: run, progress, cancel, errors, no store."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+from napari.layers import Labels
+from qtpy.QtCore import QTimer
+
+from napari_perfroi._napari import layers as L
+from napari_perfroi._napari.segment_widget import SegmentWidget
+from napari_perfroi.phantom import write_phantom
+from napari_perfroi.pipeline import run_step
+from napari_perfroi.study import Study
+
+pytestmark = pytest.mark.napari
+
+PLUGIN = "napari-perfroi"
+RUN_TIMEOUT_MS = 300_000  # motion + segment of a phantom on a busy 2-core CPU
+
+
+@pytest.fixture(scope="module")
+def phantom_template(tmp_path_factory):
+    path = tmp_path_factory.mktemp("phantom") / "p.zarr"
+    write_phantom(path, seed=11)
+    return path
+
+
+@pytest.fixture
+def phantom_path(phantom_template, tmp_path):
+    """A fresh copy of a small phantom store (no motion, no labels)."""
+    path = tmp_path / "p.zarr"
+    shutil.copytree(phantom_template, path)
+    return path
+
+
+def _layer_names(viewer):
+    return [layer.name for layer in viewer.layers]
+
+
+def test_segment_writes_labels_and_shows_them(make_napari_viewer, qtbot, phantom_path):
+    viewer = make_napari_viewer()
+    viewer.open(phantom_path, plugin=PLUGIN)
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment")
+    assert isinstance(widget, SegmentWidget)
+    assert widget.study_label.text() == "study: p.zarr"
+    assert widget.run_button.isEnabled() and not widget.cancel_button.isEnabled()
+
+    # A timer firing while the worker runs shows the event loop was never blocked.
+    ticks_while_running = []
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks_while_running.append(widget.worker is not None))
+    timer.start(20)
+    shown = []
+    widget.progress_bar.valueChanged.connect(shown.append)
+    with qtbot.waitSignal(widget.finished, timeout=RUN_TIMEOUT_MS):
+        widget.run()
+        assert widget.cancel_button.isEnabled() and not widget.run_button.isEnabled()
+    timer.stop()
+
+    assert sum(ticks_while_running) >= 2
+    n_slices = Study.open(phantom_path).shape[0]
+    assert n_slices in shown  # per-slice progress reached the bar
+    study = Study.open(phantom_path)
+    assert study.has("labels")
+    labels = study.read("labels")
+    assert labels.shape == study.shape
+    assert {"motion", "segment"} <= set(study.attrs["steps"])
+    layer = viewer.layers[L.LABELS_LAYER]
+    assert isinstance(layer, Labels)
+    np.testing.assert_array_equal(np.asarray(layer.data), labels)
+    assert layer.metadata[L.STORE_KEY] == str(phantom_path)
+    assert viewer.layers.selection.active is layer
+    # No accuracy check here: the shipped model may be a placeholder (Dice is tested elsewhere).
+    assert widget.status.text().strip()
+    assert widget.device_label.text() in {"device: cpu", "device: cuda", "device: mps"}
+    assert widget.run_button.isEnabled() and not widget.cancel_button.isEnabled()
+
+
+def test_cancel_writes_nothing(make_napari_viewer, qtbot, phantom_path):
+    viewer = make_napari_viewer()
+    viewer.open(phantom_path, plugin=PLUGIN)
+    widget = SegmentWidget(viewer)
+
+    with qtbot.waitSignal(widget.finished, timeout=RUN_TIMEOUT_MS):
+        widget.run()
+        widget.cancel()
+        assert not widget.cancel_button.isEnabled()
+
+    study = Study.open(phantom_path)
+    assert not study.has("labels")
+    assert "segment" not in study.attrs["steps"]
+    assert "cancelled" in widget.status.text()
+    assert L.LABELS_LAYER not in _layer_names(viewer)
+    assert widget.run_button.isEnabled() and not widget.cancel_button.isEnabled()
+
+
+def test_existing_labels_layer_is_updated_in_place(make_napari_viewer, qtbot, phantom_path):
+    study = Study.open(phantom_path, writable=True)
+    run_step(study, "motion")
+    motion_time = study.attrs["steps"]["motion"]["time"]
+    study.write("labels", np.zeros(study.shape, dtype=np.uint8))
+    viewer = make_napari_viewer()
+    viewer.open(phantom_path, plugin=PLUGIN)
+    before = viewer.layers[L.LABELS_LAYER]
+    widget = SegmentWidget(viewer)
+    with qtbot.waitSignal(widget.finished, timeout=RUN_TIMEOUT_MS):
+        widget.run()
+
+    study = Study.open(phantom_path)
+    assert study.attrs["steps"]["motion"]["time"] == motion_time  # motion was not re-run
+    assert "segment" in study.attrs["steps"]
+    assert _layer_names(viewer).count(L.LABELS_LAYER) == 1
+    assert viewer.layers[L.LABELS_LAYER] is before
+    np.testing.assert_array_equal(np.asarray(before.data), study.read("labels"))
+    assert "slice(s)" in widget.status.text()  # the step's one-line summary
+
+
+def test_store_broken_after_opening_is_one_status_line(make_napari_viewer, qtbot, store_path):
+    viewer = make_napari_viewer()
+    viewer.open(store_path, plugin=PLUGIN)
+    Study.open(store_path, writable=True).update_attrs(format_version=99)
+    widget = SegmentWidget(viewer)
+    with qtbot.waitSignal(widget.finished, timeout=RUN_TIMEOUT_MS):
+        widget.run()
+
+    assert "unknown format_version 99" in widget.status.text()
+    assert len(widget.status.text().splitlines()) == 1
+    assert L.LABELS_LAYER not in _layer_names(viewer)
+    assert widget.run_button.isEnabled()
+
+
+def test_no_store_disables_segment(make_napari_viewer, store_path):
+    viewer = make_napari_viewer()
+    widget = SegmentWidget(viewer)
+    assert not widget.run_button.isEnabled()
+    assert "open a study store" in widget.study_label.text()
+
+    viewer.add_image(np.zeros((2, 3, 8, 8), dtype=np.uint16), name=L.IMAGE_LAYER)
+    assert not widget.run_button.isEnabled()
+    assert "perfroi import FOLDER STUDY.zarr" in widget.study_label.text()
+    widget.run()  # does nothing
+    assert widget.worker is None
+
+    viewer.layers.clear()
+    viewer.add_image(
+        np.zeros((2, 3, 8, 8), dtype=np.uint16), name=L.IMAGE_LAYER,
+        metadata={L.DICOM_KEY: "/scans/series1"},
+    )
+    assert not widget.run_button.isEnabled()
+    assert "DICOM folder" in widget.study_label.text()
+    assert "perfroi import FOLDER STUDY.zarr" in widget.study_label.text()
+
+    viewer.layers.clear()
+    viewer.open(store_path, plugin=PLUGIN)  # a store opened later enables the button
+    assert widget.run_button.isEnabled()
+    assert widget.study_label.text() == f"study: {store_path.name}"
