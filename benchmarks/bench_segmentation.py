@@ -103,17 +103,7 @@ def torch_import_s() -> float:
                                 check=True).stdout)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", default="1000-1019", help="unseen phantom seeds (default 1000-1019)")
-    parser.add_argument("--cases", type=int, default=5, help="seeds per hard case (default 5)")
-    args = parser.parse_args()
-    torch.set_num_threads(2)
-    model = load_model(device="cpu")
-    print(f"model {model.weights_path.name} sha256 {model.sha256[:12]}…, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-
-    seeds = seed_range(args.seeds)
+def accuracy(model, seeds: list[int], n_cases: int) -> None:
     per_seed = {}
     for seed in seeds:
         per_seed[seed] = evaluate(model, seed)
@@ -129,11 +119,25 @@ def main() -> None:
     rows = {}
     for i, (case, overrides) in enumerate(HARD_CASES.items()):
         base = HARD_CASE_SEED_BASE + 100 * i
-        rows[case] = pooled([evaluate(model, base + k, **overrides) for k in range(args.cases)])
+        rows[case] = pooled([evaluate(model, base + k, **overrides) for k in range(n_cases)])
         print(f"  {case} done", flush=True)
-    print(f"\nHard cases, {args.cases} seeds each (seeds from {HARD_CASE_SEED_BASE})")
+    print(f"\nHard cases, {n_cases} seeds each (seeds from {HARD_CASE_SEED_BASE})")
     print_table(rows)
 
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", default="1000-1019", help="unseen phantom seeds (default 1000-1019)")
+    parser.add_argument("--cases", type=int, default=5, help="seeds per hard case (default 5)")
+    parser.add_argument("--speed-only", action="store_true", help="only the speed figures")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    model = load_model(device="cpu")
+    print(f"model {model.weights_path.name} sha256 {model.sha256[:12]}…, "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+
+    if not args.speed_only:
+        accuracy(model, seed_range(args.seeds), args.cases)
     segment_s, motion_s = time_segment_step()
     print("\nSpeed, 3 slices x 60 frames, CPU, 2 threads")
     print(f"  segment step incl. model load, store read and write: {segment_s:.3f} s (target <= 0.5 s)")

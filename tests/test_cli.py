@@ -18,7 +18,7 @@ def run_perfroi(*args, cwd=None):
 def test_console_script_help():
     result = run_perfroi("--help")
     assert result.returncode == 0
-    for command in ("import", "phantom", "info", "demo"):
+    for command in ("import", "phantom", "analyze", "export-rois", "train", "info", "demo"):
         assert command in result.stdout
 
 
@@ -105,5 +105,5 @@ def test_analyze_unknown_step_is_one_line(tmp_path):
     result = run_perfroi("analyze", dest, "--steps", "motion,warp")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "perfroi analyze: error: unknown step warp; available: motion, segment"
+        "perfroi analyze: error: unknown step warp; available: motion, segment, roi"
     ]

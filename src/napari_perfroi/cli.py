@@ -40,7 +40,8 @@ def _cmd_analyze(args: argparse.Namespace) -> None:
         pick_device(args.device)
     for name in steps:
         with TqdmProgress(name, unit="slice") as progress:
-            summary = run_step(study, name, progress, model=args.model, device=args.device)
+            summary = run_step(study, name, progress, model=args.model, device=args.device,
+                               margin_mm=args.margin_mm)
         print(f"{name}: {summary}")
     print(f"{study.path}: ran {', '.join(steps)}")
 
@@ -60,6 +61,17 @@ def _cmd_train(args: argparse.Namespace) -> None:
     dice = ", ".join(f"{k} {v:.3f}" for k, v in metadata["validation_dice"].items())
     print(f"wrote {Path(args.out) / metadata['weights']} (sha256 {metadata['sha256']}); "
           f"validation Dice: {dice}")
+
+
+def _cmd_export_rois(args: argparse.Namespace) -> None:
+    from .roi_export import export_rois
+    from .study import Study
+
+    written = export_rois(Study.open(args.store), args.out, crop_mm=args.crop_mm,
+                          spacing_mm=args.crop_spacing_mm)
+    print("wrote:")
+    for path in written:
+        print(f"  {path}")
 
 
 def _cmd_info(args: argparse.Namespace) -> None:
@@ -104,15 +116,26 @@ def build_parser() -> argparse.ArgumentParser:
     cmd = commands.add_parser("analyze", help="run analysis steps on a study store")
     cmd.add_argument("store", help="study store (STORE.zarr)")
     cmd.add_argument(
-        "--steps", default="motion,segment",
-        help="comma-separated steps to run (available: motion, segment; default: both); "
+        "--steps", default="motion,segment,roi",
+        help="comma-separated steps to run (available: motion, segment, roi; default: all); "
         "a step whose input is missing also runs the step that makes it",
     )
+    cmd.add_argument("--margin-mm", type=float, default=None,
+                     help="roi: margin added to the LV circle's radius (default 3 mm)")
     cmd.add_argument("--model", default=None,
                      help="segmentation weights (.safetensors; default: the shipped model)")
     cmd.add_argument("--device", default="auto",
                      help="torch device for segmentation: auto (cuda > mps > cpu), cpu, cuda, mps")
     cmd.set_defaults(run=_cmd_analyze)
+
+    cmd = commands.add_parser("export-rois", help="LV circles as CSV and LV-centred crops")
+    cmd.add_argument("store", help="study store (STORE.zarr) with circles (the roi step)")
+    cmd.add_argument("--out", required=True, help="folder for rois.csv and crops.zarr")
+    cmd.add_argument("--crop-mm", type=float, default=96.0,
+                     help="side of the square LV-centred crop (default 96 mm)")
+    cmd.add_argument("--crop-spacing-mm", type=float, default=1.0,
+                     help="pixel spacing of the crops (default 1 mm)")
+    cmd.set_defaults(run=_cmd_export_rois)
 
     cmd = commands.add_parser("train", help="train the segmentation model on generated phantoms")
     cmd.add_argument("--out", required=True, help="folder for unet.safetensors and unet.json")

@@ -22,11 +22,17 @@ def _segment(study, progress, options):
     return segment_study(study, model, progress=progress).message()
 
 
+def _roi(study, progress, options):
+    from .roi import DEFAULT_MARGIN_MM, propose_study
+
+    return propose_study(study, options.get("margin_mm") or DEFAULT_MARGIN_MM, progress)
+
+
 # Step name -> function(study, progress, options) that reads its inputs from the
 # study, writes its outputs back and returns a one-line summary; in run order.
-STEPS: dict[str, Callable] = {"motion": _motion, "segment": _segment}
-# Step -> the array it needs and the step that writes it.
-PREREQUISITES = {"segment": ("motion", "motion")}
+STEPS: dict[str, Callable] = {"motion": _motion, "segment": _segment, "roi": _roi}
+# Step -> the arrays it needs and the steps that write them.
+PREREQUISITES = {"segment": {"motion": "motion"}, "roi": {"motion": "motion", "labels": "segment"}}
 
 
 def parse_steps(text: str) -> list[str]:
@@ -44,9 +50,9 @@ def with_prerequisites(study, steps: list[str]) -> list[str]:
     """``steps`` plus the earlier steps whose output the study lacks, in pipeline order."""
     needed = set(steps)
     for name in steps:
-        array, step = PREREQUISITES.get(name, (None, None))
-        if array is not None and not study.has(array):
-            needed.add(step)
+        for array, step in PREREQUISITES.get(name, {}).items():
+            if not study.has(array):
+                needed.add(step)
     return [name for name in STEPS if name in needed]
 
 
@@ -60,6 +66,6 @@ def run_step(
 
     ``progress(done, total)`` may raise (e.g. :class:`~.progress.Cancelled`)
     to stop the step before it writes anything. Options: ``model`` (weights
-    path) and ``device`` for segment.
+    path) and ``device`` for segment, ``margin_mm`` for roi.
     """
     return STEPS[name](study, progress, options)

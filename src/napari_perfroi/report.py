@@ -12,14 +12,15 @@ def montage_frames(n_frames: int, n_columns: int) -> list[int]:
     return sorted({int(round(i)) for i in np.linspace(0, n_frames - 1, min(n_columns, n_frames))})
 
 
-LABEL_OUTLINE_COLOURS = {1: "red", 2: "yellow", 3: "royalblue"}
+# Outline colour -> the label values inside it: epicardium, endocardium, RV.
+LABEL_OUTLINES = {"yellow": (1, 2), "red": (1,), "royalblue": (3,)}
 
 
 def save_montage(study, path: str | Path, n_columns: int = 8) -> Path:
     """Save a grid of frames: one row per slice, columns spread over time.
 
-    Outlines of the LV blood pool (red), myocardium (yellow) and RV (blue)
-    are drawn when the study has labels. Only the frames shown are read.
+    Outlines of the epicardium (yellow), endocardium (red) and RV (blue) are
+    drawn when the study has labels. Only the frames shown are read.
     """
     import matplotlib
 
@@ -45,10 +46,10 @@ def save_montage(study, path: str | Path, n_columns: int = 8) -> Path:
             ax = axes[s, j]
             ax.imshow(shown[s, j], cmap="gray", vmin=low, vmax=high, aspect=aspect)
             if labels is not None:
-                for value, colour in LABEL_OUTLINE_COLOURS.items():
-                    if (labels[s, j] == value).any():
-                        ax.contour(labels[s, j] == value, levels=[0.5], colors=colour,
-                                   linewidths=0.6)
+                for colour, values in LABEL_OUTLINES.items():
+                    inside = np.isin(labels[s, j], values)
+                    if inside.any():
+                        ax.contour(inside, levels=[0.5], colors=colour, linewidths=0.6)
             ax.set_xticks([])
             ax.set_yticks([])
             if s == 0:

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from ..roi import circle_from_corners
 from ..study import ROI_STATES, Study
 
 LayerData = tuple[Any, dict[str, Any], str]
@@ -182,6 +183,35 @@ def aha_layer(study: Study, scale=None) -> LayerData:
     return _over_time(study, "aha"), kwargs, "labels"
 
 
+def roi_shapes(roi: np.ndarray, states: np.ndarray) -> tuple[list[np.ndarray], list[str], dict]:
+    """Ellipses, edge colours and features of the frames with a circle, in frame order."""
+    frames = roi_frames(roi)
+    ellipses = [circle_corners(s, t, *roi[s, t]) for s, t in frames]
+    state_names = [ROI_STATES.get(int(states[s, t]), "none") for s, t in frames]
+    colours = [ROI_STATE_COLORS[name] for name in state_names]
+    return ellipses, colours, {"slice": frames[:, 0], "t": frames[:, 1], "state": state_names}
+
+
+def shape_circle(vertices, shape_type: str = "ellipse") -> tuple[int, int, np.ndarray] | None:
+    """Frame (slice, t) and circle (row, col, radius) px of one ROI shape's (n, 4) vertices.
+
+    The frame is the rounded slice and t of the vertices; None when they vary
+    (a shape not drawn on one frame). An ellipse or rectangle gives its circle
+    from its corners (in any order); any other shape from its bounding box.
+    """
+    vertices = np.asarray(vertices, dtype=float)
+    if vertices.ndim != 2 or vertices.shape[1] < 4 or not np.all(np.isfinite(vertices)):
+        return None
+    frame = vertices[:, :2]
+    if np.any(np.ptp(frame, axis=0) > 0.5):
+        return None
+    s, t = (int(v) for v in np.rint(frame.mean(axis=0)))
+    if shape_type not in ("ellipse", "rectangle") or len(vertices) != 4:
+        (r0, c0), (r1, c1) = vertices[:, -2:].min(axis=0), vertices[:, -2:].max(axis=0)
+        vertices = np.array([[r0, c0], [r0, c1], [r1, c1], [r1, c0]])
+    return s, t, circle_from_corners(vertices)
+
+
 def roi_layer(study: Study, scale=None) -> LayerData:
     """One ellipse per frame with a circle, on that frame only, edged by its review state."""
     roi = study.read("roi")
@@ -189,18 +219,16 @@ def roi_layer(study: Study, scale=None) -> LayerData:
         states = study.read("roi_state")
     else:
         states = np.full(roi.shape[:2], DEFAULT_ROI_STATE, dtype=np.uint8)
-    frames = roi_frames(roi)
-    ellipses = [circle_corners(s, t, *roi[s, t]) for s, t in frames]
-    state_names = [ROI_STATES.get(int(states[s, t]), "none") for s, t in frames]
+    ellipses, colours, features = roi_shapes(roi, states)
     default_colour = ROI_STATE_COLORS[ROI_STATES[DEFAULT_ROI_STATE]]
     kwargs = _common(study, ROI_LAYER, scale)
     kwargs.update(
         ndim=4,
         shape_type="ellipse",
         face_color="transparent",
-        edge_color=[ROI_STATE_COLORS[name] for name in state_names] or default_colour,
+        edge_color=colours or default_colour,
         edge_width=1,
-        features={"slice": frames[:, 0], "t": frames[:, 1], "state": state_names},
+        features=features,
     )
     return ellipses, kwargs, "shapes"
 
