@@ -55,7 +55,8 @@ def test_demo_segments_the_sample_and_writes_a_montage(tmp_path, capsys, phantom
     assert [p.name for p in written] == ["study.zarr", "montage.png"]
     study = Study.open(written[0])
     assert study.shape == (3, 60, 160, 144)
-    assert {"motion", "segment"} <= set(study.attrs["steps"])
+    assert {"motion", "segment", "roi"} <= set(study.attrs["steps"])
+    assert np.isfinite(study.read("roi")).all()  # a circle on every frame
     lv, myocardium, rv = dice_per_class(study.read("labels"), phantom.truth["labels"])
     assert lv >= 0.85 and myocardium >= 0.75 and rv >= 0.7, (lv, myocardium, rv)
     assert written[1].stat().st_size > 10_000

@@ -29,7 +29,7 @@ def sample_dicom_folder(out_dir: Path) -> Path:
     return write_sample_dicom(out_dir / "sample_dicom")
 
 
-DEMO_STEPS = ("motion", "segment")
+DEMO_STEPS = ("motion", "segment", "roi")
 
 
 def run_demo(out_dir: Path, sample_dir: str | Path | None = None) -> list[Path]:

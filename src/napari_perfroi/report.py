@@ -19,8 +19,9 @@ LABEL_OUTLINES = {"yellow": (1, 2), "red": (1,), "royalblue": (3,)}
 def save_montage(study, path: str | Path, n_columns: int = 8) -> Path:
     """Save a grid of frames: one row per slice, columns spread over time.
 
-    Outlines of the epicardium (yellow), endocardium (red) and RV (blue) are
-    drawn when the study has labels. Only the frames shown are read.
+    Outlines of the epicardium (yellow), endocardium (red) and RV (blue) and
+    the LV circle (dashed white) are drawn when the study has them. Only the
+    frames shown are read.
     """
     import matplotlib
 
@@ -32,6 +33,7 @@ def save_montage(study, path: str | Path, n_columns: int = 8) -> Path:
     frames = montage_frames(n_frames, n_columns)
     shown = study.image[:, frames].compute().astype(np.float32)
     labels = study.zarr_array("labels")[:, frames] if study.has("labels") else None
+    circles = study.read("roi")[:, frames] if study.has("roi") else None
     low, high = np.percentile(shown, [1, 99.7])
     times = study.frame_times_s
     levels = study.attrs["slice_levels"]
@@ -50,6 +52,10 @@ def save_montage(study, path: str | Path, n_columns: int = 8) -> Path:
                     inside = np.isin(labels[s, j], values)
                     if inside.any():
                         ax.contour(inside, levels=[0.5], colors=colour, linewidths=0.6)
+            if circles is not None and np.all(np.isfinite(circles[s, j])):
+                row, col, radius = circles[s, j]
+                ax.add_patch(plt.Circle((col, row), radius, fill=False, color="white",
+                                        linestyle="--", linewidth=0.6))
             ax.set_xticks([])
             ax.set_yticks([])
             if s == 0:

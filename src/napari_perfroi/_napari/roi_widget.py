@@ -12,8 +12,15 @@ The widget keeps the study's circles and review states in memory
   model and saves.
 
 Never lose work: an accept is written at once; any other change is written
-after a short pause (debounce) and whenever the layer is removed, the viewer
-window closes, the widget is hidden or destroyed.
+after a short pause (debounce) and at once when the work could go:
+
+* the layer is removed (``viewer.close()`` removes every layer first);
+* the widget is hidden (the viewer window's or the dock's close button hides
+  it before Qt deletes it; ``Window._qt_window`` is off limits to plugins);
+* the widget is destroyed (``destroyed`` runs a slot that holds the model,
+  not the widget).
+
+A hard kill loses at most the edits of the last second, never an accept.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-from qtpy.QtCore import QEvent, QObject, Qt, QTimer, Signal
+from qtpy.QtCore import Qt, QTimer, Signal
 from qtpy.QtWidgets import (
     QCheckBox,
     QGridLayout,
@@ -37,16 +44,8 @@ from qtpy.QtWidgets import (
 )
 
 from ..errors import InputError
-from ..roi import (
-    ACCEPTED,
-    EDITED,
-    NONE,
-    PROPOSED,
-    mean_spacing,
-    propagate,
-    proposals_for_study,
-    save_review,
-)
+from ..review import CIRCLE_TOLERANCE_PX, ReviewModel
+from ..roi import ACCEPTED, EDITED, mean_spacing, proposals_for_study
 from ..study import ROI_STATES, Study
 from .layers import (
     ROI_LAYER,
@@ -62,8 +61,8 @@ from .segment_widget import find_store
 AUTOSAVE_MS = 1000  # pause after the last edit before it is written
 PAST_TENSE = {"added", "changed", "removed"}  # "adding/changing/removing" come first
 MIN_RADIUS_PX = 1.0  # a smaller shape is a stray click, not a circle: it is dropped
-CIRCLE_TOLERANCE_PX = 1e-3
-NO_ROI_HINT = "run Segment, then perfroi analyze STORE --steps roi"
+ROI_STEP_HINT = "perfroi analyze STORE --steps roi"
+NO_ROI_HINT = f"run Segment, then {ROI_STEP_HINT}"
 
 # method -> (button text with its key, key). See _bind_keys for where the keys are bound.
 ACTIONS = {
@@ -74,112 +73,6 @@ ACTIONS = {
     "next_unreviewed": ("Next unreviewed [N]", "N"),
     "previous_unreviewed": ("Previous unreviewed [Shift-N]", "Shift-N"),
 }
-
-
-# ---------------------------------------------------------------- model (no Qt)
-class ReviewModel:
-    """Circles (S, T, 3) and states (S, T) of one store as the review changes them."""
-
-    def __init__(self, path: Path, roi, states, motion, slice_levels, pixel_spacing_mm):
-        self.path = Path(path)
-        self.roi = np.array(roi, dtype=np.float32)
-        self.states = np.array(states, dtype=np.uint8)
-        self.motion = np.asarray(motion, dtype=np.float32)
-        self.slice_levels = list(slice_levels)
-        self.pixel_spacing_mm = tuple(float(v) for v in pixel_spacing_mm)
-        self.proposals: np.ndarray | None = None  # computed on the first revert
-        self.dirty = False
-        self._study: Study | None = None
-
-    @classmethod
-    def load(cls, path: Path) -> ReviewModel:
-        study = Study.open(path, writable=True)
-        roi = study.read("roi")
-        has_circle = np.all(np.isfinite(roi), axis=-1) & (np.nan_to_num(roi[..., 2]) > 0)
-        if study.has("roi_state"):
-            states = study.read("roi_state")
-        else:  # proposals written before roi_state existed
-            states = np.where(has_circle, PROPOSED, NONE)
-        n_slices, n_times = study.shape[:2]
-        motion = study.read("motion") if study.has("motion") else np.zeros(
-            (n_slices, n_times, 2), np.float32)
-        model = cls(path, roi, states, motion, study.attrs["slice_levels"],
-                    study.pixel_spacing_mm)
-        model._study = study
-        return model
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return self.states.shape
-
-    def has_circle(self, s: int, t: int) -> bool:
-        circle = self.roi[s, t]
-        return bool(np.all(np.isfinite(circle)) and circle[2] > 0)
-
-    def frames_with_circle(self) -> set[tuple[int, int]]:
-        return {(int(s), int(t)) for s, t in np.ndindex(*self.shape) if self.has_circle(s, t)}
-
-    def same_circle(self, s: int, t: int, circle) -> bool:
-        return self.has_circle(s, t) and bool(
-            np.allclose(self.roi[s, t], circle, atol=CIRCLE_TOLERANCE_PX))
-
-    def set_circle(self, s: int, t: int, circle, state: int) -> None:
-        self.roi[s, t] = circle
-        self.states[s, t] = state
-        self.dirty = True
-
-    def clear(self, s: int, t: int) -> None:
-        self.roi[s, t] = np.nan
-        self.states[s, t] = NONE
-        self.dirty = True
-
-    def accept(self, frames) -> list[tuple[int, int]]:
-        """Accept the given frames that have a circle; the accepted frames."""
-        done = [(s, t) for s, t in frames if self.has_circle(s, t)]
-        for s, t in done:
-            self.states[s, t] = ACCEPTED
-        self.dirty = self.dirty or bool(done)
-        return done
-
-    def propagate(self, s: int, t: int, overwrite_reviewed: bool) -> np.ndarray:
-        targets = propagate(self.roi, self.states, self.motion, s, t, overwrite_reviewed)
-        self.dirty = self.dirty or bool(len(targets))
-        return targets
-
-    def revert(self, s: int, t: int) -> None:
-        """Frame back to its proposal (``proposals`` must be set); no proposal -> none."""
-        circle = self.proposals[s, t]
-        if np.all(np.isfinite(circle)) and circle[2] > 0:
-            self.set_circle(s, t, circle, PROPOSED)
-        else:
-            self.clear(s, t)
-
-    def accepted(self, s: int) -> int:
-        return int((self.states[s] == ACCEPTED).sum())
-
-    def unreviewed(self, start: int, step: int) -> tuple[int, int] | None:
-        """First frame not accepted of the next slice (``step`` +1/-1, cyclic) that has one.
-
-        The slice after ``start`` comes first, ``start`` itself last.
-        """
-        n_slices = self.shape[0]
-        for k in range(1, n_slices + 1):
-            s = (start + step * k) % n_slices
-            pending = np.flatnonzero(self.states[s] != ACCEPTED)
-            if pending.size:
-                return s, int(pending[0])
-        return None
-
-    def save(self) -> None:
-        """Write circles and states to the store (atomic); clears ``dirty``."""
-        if self._study is None:
-            self._study = Study.open(self.path, writable=True)
-        self.dirty = False  # before: an edit made while writing sets it again
-        try:
-            save_review(self._study, self.roi, self.states)
-        except BaseException:
-            self.dirty = True
-            raise
 
 
 # ---------------------------------------------------------------- hooks that outlive the widget
@@ -193,7 +86,8 @@ class _Hooks:
     def __init__(self):
         self.model: ReviewModel | None = None
         self.connections: list[tuple[object, object]] = []  # (napari emitter, callback)
-        self.keys: list[tuple[object, str, object]] = []  # (provider, key, previous binding)
+        # (provider, key, our callback, the binding it replaced)
+        self.keys: list[tuple[object, str, object, object]] = []
 
     def save_if_dirty(self) -> None:
         if self.model is not None and self.model.dirty:
@@ -205,12 +99,14 @@ class _Hooks:
                 logging.getLogger(__name__).error("could not save %s: %s", self.model.path, exc)
 
     def unbind_keys(self, provider=None) -> None:
+        from napari.utils.key_bindings import coerce_keybinding
+
         keep = []
-        for owner, key, previous in self.keys:
-            if provider is None or owner is provider:
+        for owner, key, ours, previous in self.keys:
+            if provider is not None and owner is not provider:
+                keep.append((owner, key, ours, previous))
+            elif owner.keymap.get(coerce_keybinding(key)) is ours:  # not rebound since
                 owner.bind_key(key, previous, overwrite=True)  # None unbinds
-            else:
-                keep.append((owner, key, previous))
         self.keys = keep
 
     def disconnect(self, emitter=None) -> None:
@@ -226,19 +122,6 @@ class _Hooks:
         self.save_if_dirty()
         self.disconnect()
         self.unbind_keys()
-
-
-class _CloseWatcher(QObject):
-    """Calls ``on_close`` when the watched window gets a close event (before it goes)."""
-
-    def __init__(self, parent: QObject, on_close):
-        super().__init__(parent)
-        self._on_close = on_close
-
-    def eventFilter(self, watched, event) -> bool:  # noqa: N802 - Qt override
-        if event.type() == QEvent.Type.Close:
-            self._on_close()
-        return False
 
 
 def _key_callback(widget_ref, method: str):
@@ -326,16 +209,12 @@ class RoiWidget(QWidget):
         self._connect(self.viewer.layers.events.removed, self._on_layer_removed)
         self._connect(self.viewer.dims.events.point, self._show_frame)
         self._bind_keys(self.viewer)
-        # The viewer window's close event comes before napari clears anything.
-        qt_window = getattr(getattr(self.viewer, "window", None), "_qt_window", None)
-        if qt_window is not None:
-            qt_window.installEventFilter(_CloseWatcher(self, self.flush))
         self.destroyed.connect(partial(_Hooks.teardown, self._hooks))
         self._attach(create_layer=True)
 
     # ---------------------------------------------------------------- actions
     def propagate(self) -> None:
-        """Carry the current frame's circle to the other frames of its slice, following the motion."""
+        """Carry the current frame's circle to the other frames of its slice (with the motion)."""
         frame = self._current_frame()
         if frame is None:
             return
@@ -465,7 +344,7 @@ class RoiWidget(QWidget):
             return self._show_unavailable(str(exc), can_propose=False)
         if not study.has("roi"):
             can_propose = study.has("labels")
-            hint = "press Propose circles" if can_propose else NO_ROI_HINT
+            hint = f"press Propose circles, or {ROI_STEP_HINT}" if can_propose else NO_ROI_HINT
             return self._show_unavailable(f"{path.name} has no circles yet: {hint}", can_propose)
         if layer is None:
             if not create_layer:
@@ -477,7 +356,10 @@ class RoiWidget(QWidget):
                 layer = self.viewer.add_shapes(data, **kwargs)
             finally:
                 self._attaching = False
-        self.model = ReviewModel.load(path)
+        try:
+            self.model = ReviewModel.load(path)
+        except InputError as exc:
+            return self._show_unavailable(str(exc), can_propose=False)
         self._hooks.model = self.model
         self.layer = layer
         self._connect(layer.events.data, self._on_data)
@@ -487,8 +369,9 @@ class RoiWidget(QWidget):
         changed = self._sync_from_layer(set())  # edits made before the widget opened
         if changed:
             self.status.setText(f"{len(changed)} frame(s) differ from the store: kept as edited")
+        if not changed:
+            self.save_label.setText("all changes saved")
         self._model_changed(autosave=bool(changed))
-        self.save_label.setText("" if changed else "all changes saved")
         self._set_enabled(True)
 
     def _detach(self) -> None:
@@ -546,7 +429,7 @@ class RoiWidget(QWidget):
             state = ROI_STATES[int(self.model.states[s, t])]
             self.status.setText(f"slice {s} frame {t}: {state}" if len(changed) == 1
                                 else f"{len(changed)} frames changed")
-        self._render_timer.start()  # after napari finished handling the mouse
+        self._render(rebuild_later=True)
 
     def _sync_from_layer(self, touched: set[int]) -> list[tuple[int, int]]:
         """Read the layer's shapes into the model; the frames that changed.
@@ -578,13 +461,21 @@ class RoiWidget(QWidget):
         return changed
 
     # ---------------------------------------------------------------- model -> layer
-    def _render(self) -> None:
-        """Show the model: recolour the shapes, or rebuild them when the geometry differs."""
-        self._render_timer.stop()
+    def _render(self, rebuild_later: bool = False) -> None:
+        """Show the model: recolour the shapes, or rebuild them when the geometry differs.
+
+        Inside napari's own data event (``rebuild_later``) a rebuild waits for
+        the next turn of the event loop, when napari has finished with the
+        shapes (a drawing in progress, a selection); a recolour happens at once.
+        """
         layer, model = self.layer, self.model
         if layer is None or model is None:
             return
         frames = self._layer_frames()
+        if frames is None and rebuild_later:
+            self._render_timer.start()
+            return
+        self._render_timer.stop()
         self._updating += 1
         try:
             if frames is None:  # duplicates, strays, non-circles or another geometry
@@ -773,8 +664,9 @@ class RoiWidget(QWidget):
         """
         ref = weakref.ref(self)
         for method, (_, key) in ACTIONS.items():
-            previous = provider.bind_key(key, _key_callback(ref, method), overwrite=True)
-            self._hooks.keys.append((provider, key, previous))
+            callback = _key_callback(ref, method)
+            previous = provider.bind_key(key, callback, overwrite=True)
+            self._hooks.keys.append((provider, key, callback, previous))
 
     def hideEvent(self, event) -> None:  # noqa: N802 - Qt override
         self.flush()  # the dock was closed or hidden
