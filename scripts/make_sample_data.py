@@ -4,7 +4,6 @@ Run from the repository root: ``python scripts/make_sample_data.py``.
 """
 
 import shutil
-from pathlib import Path
 
 from napari_perfroi.demo import REPOSITORY_SAMPLE, write_sample_dicom
 

@@ -9,7 +9,9 @@ are refined in rounds (estimate, undo the shifts, rebuild the model) until
 they settle.
 
 Before the bolus arrives the heart has no contrast of its own, so those frames
-are registered on the whole image rather than on a window around the heart.
+are first registered on the whole image, then refined on the heart window
+against the median of the aligned pre-bolus frames (a sharp pre-contrast
+image of the heart against the lungs).
 Proton-density frames at the start of the series are too unlike the rest to
 register; they take the shift of the nearest registered frame.
 
@@ -34,6 +36,7 @@ WINDOW_FRACTION = 0.5  # side of the registered window, as a fraction of the ima
 BOLUS_ARRIVAL_FRACTION = 0.1  # of the peak enhancement in the heart window
 PD_BRIGHTNESS_RATIO = 1.5  # a leading frame this much brighter than typical is proton density
 SMOOTH_SIGMA_PX = 1.0  # denoising before registration
+PRE_BOLUS_ROUNDS = 2  # re-registrations of the pre-bolus frames to their own median
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,7 @@ def estimate_motion(
                 progress(done + 1, MAX_ROUNDS)
             if np.abs(shifts - previous).max() <= CONVERGED_PX:
                 break
+        _refine_before_bolus(frames, shifts, registered[before_bolus], window, max_shift_px)
         _fill_unregistered(shifts, registered)
     if reference_frame is None:
         reference_frame = _most_typical_frame(_undo_shifts(frames, shifts), registered)
@@ -117,6 +121,7 @@ def estimate_study_motion(study, progress=None) -> list[MotionResult]:
         "max_shift_mm": MAX_SHIFT_MM,
         "window_fraction": WINDOW_FRACTION,
         "bolus_arrival_fraction": BOLUS_ARRIVAL_FRACTION,
+        "pre_bolus_rounds": PRE_BOLUS_ROUNDS,
         "reference": "frame most similar to the temporal median",
     }
     study.record_step("motion", parameters, __version__)
@@ -166,6 +171,22 @@ def _before_bolus(frames: np.ndarray, window) -> np.ndarray:
     rise = signal > baseline + BOLUS_ARRIVAL_FRACTION * (signal.max() - baseline)
     arrival = int(np.argmax(rise)) if rise.any() else 0
     return np.arange(len(frames)) < arrival
+
+
+def _refine_before_bolus(frames, shifts, early, window, max_shift_px: float) -> None:
+    """Re-register the pre-bolus frames on the heart window, in place.
+
+    Registered on the whole image, these frames are pulled towards the chest
+    wall, which breathes less than the heart. Once aligned, their median is a
+    sharp pre-contrast image of the heart against the lungs: registering each
+    of them to it on the heart window removes most of that pull.
+    """
+    if early.size < 3:
+        return
+    for _ in range(PRE_BOLUS_ROUNDS):
+        template = np.median(_undo_shifts(frames[early], shifts[early]), axis=0)
+        for t in early:
+            shifts[t] = _shift_to_target(frames[t], template, window, max_shift_px)
 
 
 def _centred_slice(centre: int, size: int, length: int) -> slice:

@@ -44,6 +44,13 @@ def circle_of_frame(labels: np.ndarray, pixel_spacing_mm, margin_mm: float) -> n
     return np.array([row, col, radius_mm / mean_spacing(pixel_spacing_mm)], dtype=np.float32)
 
 
+def frames_with_circle(roi: np.ndarray) -> np.ndarray:
+    """(n, 2) (slice, frame) of the circles that are finite with a positive radius."""
+    roi = np.asarray(roi, dtype=float)
+    with np.errstate(invalid="ignore"):
+        return np.argwhere(np.all(np.isfinite(roi), axis=-1) & (roi[..., 2] > 0))
+
+
 def moved_circle(circle: np.ndarray, motion: np.ndarray, source: int, targets) -> np.ndarray:
     """The circle of frame ``source`` carried to frames ``targets`` by the motion, (n, 3)."""
     targets = np.atleast_1d(np.asarray(targets))

@@ -11,7 +11,7 @@ import numpy as np
 from scipy import ndimage
 
 from .errors import InputError
-from .roi import mean_spacing
+from .roi import frames_with_circle, mean_spacing
 from .study import ROI_STATES
 
 CSV_COLUMNS = ("study", "slice", "frame", "time_s", "row", "col", "radius_px", "radius_mm", "state")
@@ -25,16 +25,20 @@ def write_roi_csv(path: str | os.PathLike, study, roi: np.ndarray, states: np.nd
     times = study.frame_times_s
     spacing = mean_spacing(study.pixel_spacing_mm)
     partial = path.with_name(f".{path.name}.partial")
-    with open(partial, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(CSV_COLUMNS)
-        for s, t in np.argwhere(np.all(np.isfinite(roi), axis=-1)):
-            row, col, radius = (float(v) for v in roi[s, t])
-            writer.writerow([
-                study.name, int(s), int(t), f"{times[s, t]:.4f}", f"{row:.3f}", f"{col:.3f}",
-                f"{radius:.3f}", f"{radius * spacing:.3f}", ROI_STATES.get(int(states[s, t]), "none"),
-            ])
-    os.replace(partial, path)
+    try:
+        with open(partial, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(CSV_COLUMNS)
+            for s, t in frames_with_circle(roi):
+                row, col, radius = (float(v) for v in roi[s, t])
+                state = ROI_STATES.get(int(states[s, t]), "none")
+                writer.writerow([
+                    study.name, int(s), int(t), f"{times[s, t]:.4f}", f"{row:.3f}",
+                    f"{col:.3f}", f"{radius:.3f}", f"{radius * spacing:.3f}", state,
+                ])
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
     return path
 
 
@@ -52,7 +56,7 @@ def lv_crops(study, roi: np.ndarray, crop_mm: float = DEFAULT_CROP_MM,
     row_step, col_step = study.pixel_spacing_mm
     image = study.zarr_array("image")
     crops = np.full((*roi.shape[:2], n, n), np.nan, dtype=np.float32)
-    for s, t in np.argwhere(np.all(np.isfinite(roi), axis=-1)):
+    for s, t in frames_with_circle(roi):
         rows = roi[s, t, 0] + offsets_mm / row_step
         cols = roi[s, t, 1] + offsets_mm / col_step
         grid = np.meshgrid(rows, cols, indexing="ij")

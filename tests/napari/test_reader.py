@@ -14,6 +14,7 @@ from study_fixtures import PIXEL_SPACING_MM, ROI_FRAMES, SHAPE, create_store
 
 from napari_perfroi._napari import layers as L
 from napari_perfroi._napari.reader import get_reader
+from napari_perfroi.roi import frames_with_circle
 from napari_perfroi.study import ROI_STATES, Study
 
 pytestmark = pytest.mark.napari
@@ -130,7 +131,7 @@ def test_roi_frames_ignore_missing_and_zero_circles():
     roi[0, 1] = (5, 5, 2)
     roi[1, 2] = (5, 5, 0)  # no radius
     roi[1, 0] = (np.nan, 5, 2)  # no centre
-    np.testing.assert_array_equal(L.roi_frames(roi), [[0, 1]])
+    np.testing.assert_array_equal(frames_with_circle(roi), [[0, 1]])
 
 
 def test_dicom_folder_opens_lazily_and_is_not_written(make_napari_viewer, tmp_path):

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ..roi import circle_from_corners
+from ..roi import circle_from_corners, frames_with_circle
 from ..study import ROI_STATES, Study
 
 LayerData = tuple[Any, dict[str, Any], str]
@@ -92,14 +92,6 @@ def circle_corners(s: int, t: int, row: float, col: float, radius: float) -> np.
     rows = [row - radius, row - radius, row + radius, row + radius]
     cols = [col - radius, col + radius, col + radius, col - radius]
     return np.column_stack([np.full(4, s), np.full(4, t), rows, cols]).astype(float)
-
-
-def roi_frames(roi: np.ndarray) -> np.ndarray:
-    """(n, 2) (slice, t) of the frames whose circle has a finite centre and radius > 0."""
-    roi = np.asarray(roi, dtype=float)
-    finite = np.all(np.isfinite(roi), axis=-1)
-    with np.errstate(invalid="ignore"):
-        return np.argwhere(finite & (roi[..., 2] > 0))
 
 
 # ---------------------------------------------------------------- layer data
@@ -185,7 +177,7 @@ def aha_layer(study: Study, scale=None) -> LayerData:
 
 def roi_shapes(roi: np.ndarray, states: np.ndarray) -> tuple[list[np.ndarray], list[str], dict]:
     """Ellipses, edge colours and features of the frames with a circle, in frame order."""
-    frames = roi_frames(roi)
+    frames = frames_with_circle(roi)
     ellipses = [circle_corners(s, t, *roi[s, t]) for s, t in frames]
     state_names = [ROI_STATES.get(int(states[s, t]), "none") for s, t in frames]
     colours = [ROI_STATE_COLORS[name] for name in state_names]

@@ -15,7 +15,6 @@ Training and validation seeds start at ``TRAIN_SEED_BASE`` and
 from __future__ import annotations
 
 import dataclasses
-import json
 import platform
 import time
 from collections.abc import Callable
