@@ -72,27 +72,44 @@ def test_corners_in_any_order_give_the_same_circle():
         np.testing.assert_allclose(R.circle_from_corners(corners[order]), [15.0, 25.0, 5.0])
 
 
-def test_propagate_follows_the_motion_and_spares_reviewed_frames():
-    n = 6
+def _slice_with_motion(n=8):
     motion = np.zeros((2, n, 2), dtype=np.float32)
     motion[1] = np.column_stack([np.arange(n), -np.arange(n)])
-    roi = np.full((2, n, 3), np.nan, dtype=np.float32)
-    states = np.zeros((2, n), dtype=np.uint8)
+    return (np.full((2, n, 3), np.nan, dtype=np.float32), np.zeros((2, n), dtype=np.uint8),
+            motion)
+
+
+def test_propagate_from_one_frame_follows_the_motion():
+    roi, states, motion = _slice_with_motion()
+    roi[1] = (5.0, 5.0, 3.0)  # proposals, overwritten
     roi[1, 2] = (40.0, 50.0, 12.0)
-    roi[1, 4] = (1.0, 1.0, 1.0)
-    states[1, 4] = R.ACCEPTED
-    states[1, 5] = R.EDITED
-    roi[1, 5] = (2.0, 2.0, 2.0)
     changed = R.propagate(roi, states, motion, 1, 2)
-    assert list(changed) == [0, 1, 3]
-    for t in changed:
-        np.testing.assert_allclose(roi[1, t], [40 + (t - 2), 50 - (t - 2), 12.0])
-        assert states[1, t] == R.PROPAGATED
-    np.testing.assert_array_equal(roi[1, 4], [1.0, 1.0, 1.0])
-    assert states[1, 4] == R.ACCEPTED and states[1, 5] == R.EDITED
+    assert list(changed) == [0, 1, 3, 4, 5, 6, 7]
+    np.testing.assert_allclose(roi[1, changed], R.moved_circle(roi[1, 2], motion[1], 2, changed))
+    assert (states[1, changed] == R.PROPAGATED).all()
     assert np.isnan(roi[0]).all()  # other slices untouched
-    assert list(R.propagate(roi, states, motion, 1, 2, overwrite_reviewed=True)) == [0, 1, 3, 4, 5]
+
+
+def test_propagate_keeps_reviewed_frames_and_interpolates_between_them():
+    roi, states, motion = _slice_with_motion()
+    # Reference-frame circles (minus the motion) of the three anchors: 2, 4 (accepted), 6 (edited).
+    for t, reference, state in ((4, (10.0, 20.0, 8.0), R.ACCEPTED), (6, (14.0, 24.0, 10.0), R.EDITED),
+                                (2, (10.0, 20.0, 8.0), R.PROPOSED)):
+        roi[1, t] = np.array(reference) + [*motion[1, t], 0.0]
+        states[1, t] = state
+    before = roi[1, [4, 6]].copy()
+    changed = R.propagate(roi, states, motion, 1, 2)
+    assert list(changed) == [0, 1, 3, 5, 7]
+    np.testing.assert_array_equal(roi[1, [4, 6]], before)
+    assert states[1, 4] == R.ACCEPTED and states[1, 6] == R.EDITED
+    expected_reference = {0: (10, 20, 8), 1: (10, 20, 8), 3: (10, 20, 8),  # before 2, between 2 and 4
+                          5: (12, 22, 9), 7: (14, 24, 10)}  # between 4 and 6, after 6
+    for t, reference in expected_reference.items():
+        np.testing.assert_allclose(roi[1, t], np.array(reference) + [*motion[1, t], 0.0], atol=1e-5)
+    changed = R.propagate(roi, states, motion, 1, 2, overwrite_reviewed=True)
+    assert list(changed) == [0, 1, 3, 4, 5, 6, 7]
     assert states[1, 4] == R.PROPAGATED
+    np.testing.assert_allclose(roi[1, 6], [10 + 6, 20 - 6, 8], atol=1e-5)
 
 
 def test_propagating_a_frame_without_circle_is_a_clear_error():

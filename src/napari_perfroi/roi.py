@@ -96,19 +96,31 @@ def merge_proposals(proposed: np.ndarray, roi=None, states=None) -> tuple[np.nda
 
 def propagate(roi: np.ndarray, states: np.ndarray, motion: np.ndarray, slice_index: int,
               frame: int, overwrite_reviewed: bool = False) -> np.ndarray:
-    """Carry frame ``frame``'s circle to the other frames of the slice, in place.
+    """Carry the circles of the reviewed frames to the other frames of a slice, in place.
 
-    Edited and accepted frames keep theirs unless ``overwrite_reviewed``.
+    The anchors are ``frame`` and, unless ``overwrite_reviewed``, the slice's
+    edited and accepted frames, which keep their circles. Each anchor's circle
+    is taken back to the reference frame (minus its motion); every other frame
+    gets these reference circles interpolated linearly in frame index (the
+    nearest anchor's beyond the first and last), moved by its own motion. With
+    one anchor this is its circle following the motion; with several, an error
+    of the motion estimate that an annotator corrected on some frames is also
+    corrected, smoothly, on the frames between them.
     Returns the frames that changed (now ``propagated``).
     """
-    circle = roi[slice_index, frame]
-    if not np.all(np.isfinite(circle)):
+    circles, motion = roi[slice_index], motion[slice_index]
+    if not np.all(np.isfinite(circles[frame])):
         raise InputError(f"slice {slice_index} frame {frame} has no circle to propagate")
-    targets = np.arange(roi.shape[1]) != frame
+    anchors = np.zeros(len(circles), dtype=bool)
+    anchors[frame] = True
     if not overwrite_reviewed:
-        targets &= ~np.isin(states[slice_index], REVIEWED)
-    targets = np.flatnonzero(targets)
-    roi[slice_index, targets] = moved_circle(circle, motion[slice_index], frame, targets)
+        anchors |= np.isin(states[slice_index], REVIEWED) & np.all(np.isfinite(circles), axis=-1)
+    anchor_frames, targets = np.flatnonzero(anchors), np.flatnonzero(~anchors)
+    reference = circles[anchor_frames].astype(np.float64)
+    reference[:, :2] -= motion[anchor_frames]
+    moved = np.stack([np.interp(targets, anchor_frames, reference[:, k]) for k in range(3)], axis=-1)
+    moved[:, :2] += motion[targets]
+    circles[targets] = moved
     states[slice_index, targets] = PROPAGATED
     return targets
 
