@@ -10,6 +10,7 @@ from . import __version__
 from .errors import InputError
 from .progress import TqdmProgress
 from .report import study_summary
+from .roi import DEFAULT_MARGIN_MM
 from .segment.train import TrainingConfig
 
 
@@ -29,7 +30,7 @@ def _cmd_phantom(args: argparse.Namespace) -> None:
 
 
 def _cmd_analyze(args: argparse.Namespace) -> None:
-    from .pipeline import parse_steps, run_step, with_prerequisites
+    from .pipeline import parse_steps, run_steps, with_prerequisites
     from .study import Study
 
     study = Study.open(args.store, writable=True)
@@ -38,11 +39,7 @@ def _cmd_analyze(args: argparse.Namespace) -> None:
         from .segment.model import pick_device
 
         pick_device(args.device)
-    for name in steps:
-        with TqdmProgress(name, unit="slice") as progress:
-            summary = run_step(study, name, progress, model=args.model, device=args.device,
-                               margin_mm=args.margin_mm)
-        print(f"{name}: {summary}")
+    run_steps(study, steps, model=args.model, device=args.device, margin_mm=args.margin_mm)
     print(f"{study.path}: ran {', '.join(steps)}")
 
 
@@ -121,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
         "a step whose input is missing also runs the step that makes it",
     )
     cmd.add_argument("--margin-mm", type=float, default=None,
-                     help="roi: margin added to the LV circle's radius (default 3 mm)")
+                     help=f"roi: margin added to the LV circle's radius "
+                          f"(default {DEFAULT_MARGIN_MM:g} mm)")
     cmd.add_argument("--model", default=None,
                      help="segmentation weights (.safetensors; default: the shipped model)")
     cmd.add_argument("--device", default="auto",

@@ -29,13 +29,10 @@ def sample_dicom_folder(out_dir: Path) -> Path:
     return write_sample_dicom(out_dir / "sample_dicom")
 
 
-DEMO_STEPS = ("motion", "segment", "roi")
-
-
 def run_demo(out_dir: Path, sample_dir: str | Path | None = None) -> list[Path]:
     """Import the sample DICOM, run the analysis steps, save a montage; return written files."""
     from .dicom import import_dicom
-    from .pipeline import run_step
+    from .pipeline import STEPS, run_steps
     from .progress import TqdmProgress
     from .report import save_montage, study_summary
 
@@ -43,9 +40,7 @@ def run_demo(out_dir: Path, sample_dir: str | Path | None = None) -> list[Path]:
     source = Path(sample_dir) if sample_dir else sample_dicom_folder(out_dir)
     with TqdmProgress("import") as progress:
         study = import_dicom(source, out_dir / "study.zarr", overwrite=True, progress=progress)
-    for name in DEMO_STEPS:
-        with TqdmProgress(name, unit="slice") as progress:
-            print(f"{name}: {run_step(study, name, progress)}")
+    run_steps(study, list(STEPS))  # every analysis step
     print(study_summary(study))
     montage = save_montage(study, out_dir / "montage.png")
     return [study.path, montage]

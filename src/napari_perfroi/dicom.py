@@ -748,7 +748,7 @@ def _set_locations(src: Path, frames: list[_Frame]) -> tuple[np.ndarray | None, 
     """Set each frame's position along the slice normal; return (orientation, tag used)."""
     orientation = frames[0].orientation
     if orientation is not None and all(f.position is not None for f in frames):
-        normal = _normal(orientation)
+        normal = slice_normal(orientation)
         for f in frames:
             f.location_mm = float(np.dot(f.position, normal))
         return np.asarray(orientation), "ImagePositionPatient"
@@ -763,7 +763,8 @@ def _set_locations(src: Path, frames: list[_Frame]) -> tuple[np.ndarray | None, 
     )
 
 
-def _normal(orientation) -> np.ndarray:
+def slice_normal(orientation) -> np.ndarray:
+    """Unit normal (row x column) of an ImageOrientationPatient (6 direction cosines)."""
     row, col = np.asarray(orientation[:3], float), np.asarray(orientation[3:], float)
     normal = np.cross(row, col)
     return normal / np.linalg.norm(normal)
@@ -830,7 +831,7 @@ def _order_base_to_apex(
             "unknown: slices ordered by increasing SliceLocation"
         )
         return slices
-    towards_apex = float(np.dot(_normal(orientation), APEX_DIRECTION_LPS))
+    towards_apex = float(np.dot(slice_normal(orientation), APEX_DIRECTION_LPS))
     if abs(towards_apex) < _ORIENTATION_TOLERANCE:
         warn(
             f"{src}: the slice normal is perpendicular to the apex direction (left, anterior, "

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from .dicom import APEX_DIRECTION_LPS, _normal
+from .dicom import APEX_DIRECTION_LPS, slice_normal
 from .errors import InputError
 
 SERIES_START = _dt.datetime(2024, 1, 1, 10, 0, 0)
@@ -119,7 +119,7 @@ def _geometry(attrs: Mapping[str, Any], shape: tuple[int, ...]) -> tuple[np.ndar
         orientation, positions = _default_geometry(locations, attrs, shape)
     orientation = np.asarray(orientation, dtype=float)
     positions = np.asarray(positions, dtype=float)
-    normal = _normal(orientation)
+    normal = slice_normal(orientation)
     if not np.allclose(positions @ normal, locations, atol=_POSITION_TOLERANCE_MM):
         raise ValueError("image_position_patient does not match slice_positions_mm")
     apex_sign = 1.0 if np.dot(normal, APEX_DIRECTION_LPS) >= 0 else -1.0

@@ -45,17 +45,15 @@ from scipy import ndimage
 from scipy.signal import fftconvolve
 
 from . import __version__, aha
+from .dicom import APEX_DIRECTION_LPS, slice_normal
 from .errors import InputError
-from .study import ROI_STATES, Study, slice_levels_for
+from .perfusion import TISSUE_DENSITY_G_ML
+from .roi import ACCEPTED, circle_of_frame
+from .study import MYOCARDIUM, Study, slice_levels_for
 
 DEFECTS = ("lad", "rca", "lcx")
-TISSUE_DENSITY_G_ML = 1.05
-LABEL_LV_BLOOD, LABEL_MYOCARDIUM, LABEL_RV_BLOOD = 1, 2, 3
 SIGNAL_MODELS = ("saturation_recovery", "linear")
 _CURVE_DT_S = 0.05
-_ROI_ACCEPTED = next(code for code, state in ROI_STATES.items() if state == "accepted")
-# LV "forward" axis: patient left, anterior, inferior (LPS: +L, -P, -S).
-_BASE_TO_APEX_LPS = np.array([1.0, -1.0, -1.0]) / math.sqrt(3.0)
 
 
 @dataclass(frozen=True)
@@ -228,7 +226,7 @@ def sample_params(
     order = (0, 1, 2) if rng.random() < 0.5 else tuple(int(i) for i in rng.permutation(3))
     n_pd = 0 if rng.random() < 0.5 else int(rng.integers(1, 4))
 
-    long_axis = _perturbed_unit_vector(rng, _BASE_TO_APEX_LPS, max_angle_deg=25.0)
+    long_axis = _perturbed_unit_vector(rng, APEX_DIRECTION_LPS, max_angle_deg=25.0)
     standard = rng.random() < 0.6
     rotation = rng.normal(0.0, 30.0) if standard else u(0.0, 360.0)
 
@@ -1200,28 +1198,18 @@ def _acquire(p: PhantomParams, frames, noise_sd, rng):
 
 
 # ----------------------------------------------------------------------------- truth
-def _circle_from_labels(labels):
-    """LV-centred circle (row, col, radius) enclosing cavity + myocardium; NaN when absent."""
-    rows, cols = np.nonzero((labels == LABEL_LV_BLOOD) | (labels == LABEL_MYOCARDIUM))
-    if rows.size == 0:
-        return np.nan, np.nan, np.nan
-    r0, c0 = rows.mean(), cols.mean()
-    myo_rows, myo_cols = np.nonzero(labels == LABEL_MYOCARDIUM)
-    radius = np.hypot(myo_rows - r0, myo_cols - c0).max() if myo_rows.size else np.nan
-    return r0, c0, radius
-
-
 def _truth_arrays(p, anatomies, centres, labels, reference, motion, levels):
     n_s, n_t = labels.shape[:2]
     roi = np.array(
-        [[_circle_from_labels(labels[k, t]) for t in range(n_t)] for k in range(n_s)],
+        [[circle_of_frame(labels[k, t], (p.pixel_spacing_mm,) * 2, margin_mm=0.0)
+          for t in range(n_t)] for k in range(n_s)],
         dtype=np.float32,
     )
     segment_map = np.zeros((n_s, *p.matrix), dtype=np.uint8)
     for k, anatomy in enumerate(anatomies):
         anterior, inferior = _insertion_display_deg(p, anatomy)
         segment_map[k] = aha.sector_labels(
-            labels[k, reference[k]] == LABEL_MYOCARDIUM,
+            labels[k, reference[k]] == MYOCARDIUM,
             tuple(centres[k]),
             aha.septal_bisector_deg(anterior, inferior),
             levels[k],
@@ -1232,7 +1220,7 @@ def _truth_arrays(p, anatomies, centres, labels, reference, motion, levels):
         "labels": labels,
         "motion": motion.astype(np.float32),
         "roi": roi,
-        "roi_state": np.full((n_s, n_t), _ROI_ACCEPTED, dtype=np.uint8),
+        "roi_state": np.full((n_s, n_t), ACCEPTED, dtype=np.uint8),
         "mbf": segment_mbf[segment_map].astype(np.float32),
         "aha": segment_map,
     }
@@ -1240,14 +1228,13 @@ def _truth_arrays(p, anatomies, centres, labels, reference, motion, levels):
 
 def _store_attrs(p, seed, times, levels, reference, geometry):
     orientation_cosines, positions = geometry
-    slice_normal = np.cross(orientation_cosines[:3], orientation_cosines[3:])
-    slice_normal /= np.linalg.norm(slice_normal)
+    normal = slice_normal(orientation_cosines)
     return {
         "pixel_spacing_mm": [p.pixel_spacing_mm, p.pixel_spacing_mm],
         "slice_thickness_mm": p.slice_thickness_mm,
         "frame_times_s": np.round(times, 4).tolist(),
         # Position along the DICOM slice normal (row x column), as an importer reads it.
-        "slice_positions_mm": [round(float(pos @ slice_normal), 6) for pos in positions],
+        "slice_positions_mm": [round(float(pos @ normal), 6) for pos in positions],
         "slice_levels": list(levels),
         "reference_frame": [int(r) for r in reference],
         "hematocrit": p.hematocrit,

@@ -25,7 +25,8 @@ def _segment(study, progress, options):
 def _roi(study, progress, options):
     from .roi import DEFAULT_MARGIN_MM, propose_study
 
-    return propose_study(study, options.get("margin_mm") or DEFAULT_MARGIN_MM, progress)
+    margin_mm = options.get("margin_mm")
+    return propose_study(study, DEFAULT_MARGIN_MM if margin_mm is None else margin_mm, progress)
 
 
 # Step name -> function(study, progress, options) that reads its inputs from the
@@ -54,6 +55,15 @@ def with_prerequisites(study, steps: list[str]) -> list[str]:
             if not study.has(array):
                 needed.add(step)
     return [name for name in STEPS if name in needed]
+
+
+def run_steps(study, steps: list[str], **options) -> None:
+    """Run steps in order with a progress bar each, printing each one's summary line."""
+    from .progress import TqdmProgress
+
+    for name in steps:
+        with TqdmProgress(name, unit="slice") as progress:
+            print(f"{name}: {run_step(study, name, progress, **options)}")
 
 
 def run_step(

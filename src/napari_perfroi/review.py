@@ -10,7 +10,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .roi import ACCEPTED, NONE, PROPOSED, propagate, save_review
+from .roi import (
+    ACCEPTED,
+    NONE,
+    PROPOSED,
+    circle_mask,
+    frames_with_circle,
+    propagate,
+    read_review,
+    save_review,
+)
 from .study import Study
 
 CIRCLE_TOLERANCE_PX = 1e-3
@@ -33,12 +42,7 @@ class ReviewModel:
     @classmethod
     def load(cls, path: Path) -> ReviewModel:
         study = Study.open(path, writable=True)
-        roi = study.read("roi")
-        has_circle = np.all(np.isfinite(roi), axis=-1) & (np.nan_to_num(roi[..., 2]) > 0)
-        if study.has("roi_state"):
-            states = study.read("roi_state")
-        else:  # proposals written before roi_state existed
-            states = np.where(has_circle, PROPOSED, NONE)
+        roi, states = read_review(study)
         n_slices, n_times = study.shape[:2]
         motion = study.read("motion") if study.has("motion") else np.zeros(
             (n_slices, n_times, 2), np.float32)
@@ -52,11 +56,10 @@ class ReviewModel:
         return self.states.shape
 
     def has_circle(self, s: int, t: int) -> bool:
-        circle = self.roi[s, t]
-        return bool(np.all(np.isfinite(circle)) and circle[2] > 0)
+        return bool(circle_mask(self.roi[s, t]))
 
     def frames_with_circle(self) -> set[tuple[int, int]]:
-        return {(int(s), int(t)) for s, t in np.ndindex(*self.shape) if self.has_circle(s, t)}
+        return {(int(s), int(t)) for s, t in frames_with_circle(self.roi)}
 
     def same_circle(self, s: int, t: int, circle) -> bool:
         return self.has_circle(s, t) and bool(
@@ -88,7 +91,7 @@ class ReviewModel:
     def revert(self, s: int, t: int) -> None:
         """Frame back to its proposal (``proposals`` must be set); no proposal -> none."""
         circle = self.proposals[s, t]
-        if np.all(np.isfinite(circle)) and circle[2] > 0:
+        if circle_mask(circle):
             self.set_circle(s, t, circle, PROPOSED)
         else:
             self.clear(s, t)

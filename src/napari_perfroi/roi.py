@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import InputError
-from .study import ROI_STATES
+from .study import LV_BLOOD, MYOCARDIUM, ROI_STATES
 
 NONE, PROPOSED, EDITED, PROPAGATED, ACCEPTED = (
     next(code for code, name in ROI_STATES.items() if name == wanted)
@@ -20,8 +20,6 @@ NONE, PROPOSED, EDITED, PROPAGATED, ACCEPTED = (
 )
 REVIEWED = (EDITED, ACCEPTED)  # never replaced by a proposal or a propagation unless asked
 DEFAULT_MARGIN_MM = 3.0
-LV_LABELS = (1, 2)  # LV blood pool and myocardium
-MYOCARDIUM = 2
 
 
 def mean_spacing(pixel_spacing_mm) -> float:
@@ -34,7 +32,7 @@ def circle_of_frame(labels: np.ndarray, pixel_spacing_mm, margin_mm: float) -> n
     Centre: centroid of LV cavity + myocardium. Radius: the largest distance
     (mm) from the centre to a myocardium pixel, plus ``margin_mm``.
     """
-    rows, cols = np.nonzero(np.isin(labels, LV_LABELS))
+    rows, cols = np.nonzero(np.isin(labels, (LV_BLOOD, MYOCARDIUM)))
     myo_rows, myo_cols = np.nonzero(labels == MYOCARDIUM)
     if rows.size == 0 or myo_rows.size == 0:
         return np.full(3, np.nan, dtype=np.float32)
@@ -44,11 +42,16 @@ def circle_of_frame(labels: np.ndarray, pixel_spacing_mm, margin_mm: float) -> n
     return np.array([row, col, radius_mm / mean_spacing(pixel_spacing_mm)], dtype=np.float32)
 
 
-def frames_with_circle(roi: np.ndarray) -> np.ndarray:
-    """(n, 2) (slice, frame) of the circles that are finite with a positive radius."""
+def circle_mask(roi: np.ndarray) -> np.ndarray:
+    """Boolean (...,): the circles (..., 3) that are finite with a positive radius."""
     roi = np.asarray(roi, dtype=float)
     with np.errstate(invalid="ignore"):
-        return np.argwhere(np.all(np.isfinite(roi), axis=-1) & (roi[..., 2] > 0))
+        return np.all(np.isfinite(roi), axis=-1) & (roi[..., 2] > 0)
+
+
+def frames_with_circle(roi: np.ndarray) -> np.ndarray:
+    """(n, 2) (slice, frame) of the frames that have a circle."""
+    return np.argwhere(circle_mask(roi))
 
 
 def moved_circle(circle: np.ndarray, motion: np.ndarray, source: int, targets) -> np.ndarray:
@@ -86,7 +89,7 @@ def propose(labels: np.ndarray, motion: np.ndarray, pixel_spacing_mm,
 def merge_proposals(proposed: np.ndarray, roi=None, states=None) -> tuple[np.ndarray, np.ndarray]:
     """New proposals, keeping the circle and state of every edited or accepted frame."""
     new_roi = proposed.astype(np.float32).copy()
-    new_states = np.where(np.isfinite(proposed[..., 2]), PROPOSED, NONE).astype(np.uint8)
+    new_states = np.where(circle_mask(proposed), PROPOSED, NONE).astype(np.uint8)
     if roi is not None and states is not None:
         keep = np.isin(states, REVIEWED)
         new_roi[keep] = roi[keep]
@@ -154,13 +157,30 @@ def circle_from_corners(corners: np.ndarray) -> np.ndarray:
     return np.array([centre[0], centre[1], radius], dtype=np.float32)
 
 
-def proposals_for_study(study, margin_mm: float = DEFAULT_MARGIN_MM, progress=None):
-    """Proposals from the study's labels and motion (S, T, 3), without writing them."""
+def proposals_for_study(study, margin_mm: float | None = None, progress=None):
+    """Proposals from the study's labels and motion (S, T, 3), without writing them.
+
+    ``margin_mm`` None: the margin the roi step last used, else the default.
+    """
     for name, step in (("labels", "segment"), ("motion", "motion")):
         if not study.has(name):
             raise InputError(f"{study.path}: run the {step} step before roi")
+    if margin_mm is None:
+        recorded = study.attrs["steps"].get("roi", {}).get("parameters", {})
+        margin_mm = recorded.get("margin_mm", DEFAULT_MARGIN_MM)
     return propose(study.read("labels"), study.read("motion"), study.pixel_spacing_mm,
                    margin_mm, progress)
+
+
+def read_review(study) -> tuple[np.ndarray, np.ndarray]:
+    """The study's circles (S, T, 3) and states (S, T).
+
+    Circles written without states (by an older roi step) count as proposed.
+    """
+    roi = study.read("roi")
+    if study.has("roi_state"):
+        return roi, study.read("roi_state")
+    return roi, np.where(circle_mask(roi), PROPOSED, NONE).astype(np.uint8)
 
 
 def save_review(study, roi: np.ndarray, states: np.ndarray) -> None:
@@ -174,7 +194,7 @@ def propose_study(study, margin_mm: float = DEFAULT_MARGIN_MM, progress=None) ->
     from . import __version__
 
     proposed = proposals_for_study(study, margin_mm, progress)
-    previous = (study.read("roi"), study.read("roi_state")) if study.has("roi_state") else (None, None)
+    previous = read_review(study) if study.has("roi") else (None, None)
     roi, states = merge_proposals(proposed, *previous)
     save_review(study, roi, states)
     study.record_step("roi", {"margin_mm": margin_mm, "radius": "farthest myocardium pixel + margin",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import os
 import shutil
 from pathlib import Path
@@ -11,8 +12,8 @@ import numpy as np
 from scipy import ndimage
 
 from .errors import InputError
-from .roi import frames_with_circle, mean_spacing
-from .study import ROI_STATES
+from .roi import frames_with_circle, mean_spacing, read_review
+from .study import ROI_STATES, atomic_write_text, replace_dir
 
 CSV_COLUMNS = ("study", "slice", "frame", "time_s", "row", "col", "radius_px", "radius_mm", "state")
 DEFAULT_CROP_MM = 96.0
@@ -24,21 +25,16 @@ def write_roi_csv(path: str | os.PathLike, study, roi: np.ndarray, states: np.nd
     path = Path(path)
     times = study.frame_times_s
     spacing = mean_spacing(study.pixel_spacing_mm)
-    partial = path.with_name(f".{path.name}.partial")
-    try:
-        with open(partial, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(CSV_COLUMNS)
-            for s, t in frames_with_circle(roi):
-                row, col, radius = (float(v) for v in roi[s, t])
-                state = ROI_STATES.get(int(states[s, t]), "none")
-                writer.writerow([
-                    study.name, int(s), int(t), f"{times[s, t]:.4f}", f"{row:.3f}",
-                    f"{col:.3f}", f"{radius:.3f}", f"{radius * spacing:.3f}", state,
-                ])
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for s, t in frames_with_circle(roi):
+        row, col, radius = (float(v) for v in roi[s, t])
+        writer.writerow([
+            study.name, int(s), int(t), f"{times[s, t]:.4f}", f"{row:.3f}", f"{col:.3f}",
+            f"{radius:.3f}", f"{radius * spacing:.3f}", ROI_STATES.get(int(states[s, t]), "none"),
+        ])
+    atomic_write_text(path, text.getvalue())
     return path
 
 
@@ -73,8 +69,7 @@ def export_rois(study, out_dir: str | os.PathLike, crop_mm: float = DEFAULT_CROP
 
     if not study.has("roi"):
         raise InputError(f"{study.path}: no circles to export (run the roi step first)")
-    roi = study.read("roi")
-    states = study.read("roi_state") if study.has("roi_state") else np.zeros(roi.shape[:2], np.uint8)
+    roi, states = read_review(study)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path = write_roi_csv(out_dir / "rois.csv", study, roi, states)
@@ -87,6 +82,5 @@ def export_rois(study, out_dir: str | os.PathLike, crop_mm: float = DEFAULT_CROP
     array[...] = crops
     array.attrs.update({"study": study.name, "crop_mm": crop_mm, "spacing_mm": spacing_mm,
                         "axes": "slice, frame, row, col", "centre": "the frame's LV circle"})
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(staging, target)
+    replace_dir(staging, target)
     return [csv_path, target]

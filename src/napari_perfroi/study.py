@@ -49,6 +49,8 @@ DERIVED_ARRAYS = {
     "aha": ("uint8", "SYX"),
 }
 ROI_STATES = {0: "none", 1: "proposed", 2: "edited", 3: "propagated", 4: "accepted"}
+# Values of the labels array (papillary muscles are LV blood pool).
+BACKGROUND, LV_BLOOD, MYOCARDIUM, RV_BLOOD = 0, 1, 2, 3
 _STAGING_PREFIX = ".staging-"
 _RETIRED_PREFIX = ".retired-"
 
@@ -141,7 +143,7 @@ class Study:
                 chunks=(1, 1) + image.shape[2:], fill_value=0,
             )
             arr[...] = image
-            _replace_dir(staging, path)  # the old store stays whole until the swap
+            replace_dir(staging, path)  # the old store stays whole until the swap
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return cls(path, writable=True)
@@ -193,7 +195,7 @@ class Study:
         self._require_writable()
         meta = _read_json(self.path / "zarr.json")
         meta["attributes"][ATTRS_KEY].update(changes)
-        _atomic_write_text(self.path / "zarr.json", json.dumps(meta, indent=2))
+        atomic_write_text(self.path / "zarr.json", json.dumps(meta, indent=2))
 
     def record_step(self, name: str, parameters: dict[str, Any], version: str) -> None:
         """Record that a step ran, with its parameters, code version and time."""
@@ -280,7 +282,7 @@ class Study:
                 zarr_format=3,
             )
             arr[...] = data
-            _replace_dir(staging, target)
+            replace_dir(staging, target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
@@ -345,7 +347,8 @@ def _check_attrs(path: Path, attrs: dict[str, Any], shape: tuple[int, ...]) -> N
         raise StoreError(f"{path}: unknown slice level {sorted(bad_levels)}")
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` in one rename: readers see the old or the new file."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     with open(tmp, "w") as fh:
         fh.write(text)
@@ -372,7 +375,7 @@ def _renameat2_exchange(a: Path, b: Path) -> bool:
     return result == 0
 
 
-def _replace_dir(new: Path, target: Path) -> None:
+def replace_dir(new: Path, target: Path) -> None:
     """Put directory ``new`` at ``target``; atomic where the OS can swap directories."""
     if not target.exists():
         os.rename(new, target)

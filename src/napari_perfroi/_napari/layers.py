@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ..roi import circle_from_corners, frames_with_circle
+from ..roi import circle_from_corners, frames_with_circle, read_review
 from ..study import ROI_STATES, Study
 
 LayerData = tuple[Any, dict[str, Any], str]
@@ -32,8 +32,6 @@ MBF_RANGE_ML_MIN_G = (0.0, 6.0)
 LABEL_COLORS = {None: "transparent", 0: "transparent", 1: "red", 2: "yellow", 3: "royalblue"}
 ROI_STATE_COLORS = {"none": "gray", "proposed": "yellow", "edited": "orange",
                     "propagated": "cyan", "accepted": "lime"}
-# A circle without a recorded state was proposed by a step that predates roi_state.
-DEFAULT_ROI_STATE = 1
 # Below this size a derived 4D array is read into memory so it can be painted;
 # above it stays lazy (view only) to keep memory bounded.
 EDITABLE_LIMIT_BYTES = 512 * 2**20
@@ -206,19 +204,13 @@ def shape_circle(vertices, shape_type: str = "ellipse") -> tuple[int, int, np.nd
 
 def roi_layer(study: Study, scale=None) -> LayerData:
     """One ellipse per frame with a circle, on that frame only, edged by its review state."""
-    roi = study.read("roi")
-    if study.has("roi_state"):
-        states = study.read("roi_state")
-    else:
-        states = np.full(roi.shape[:2], DEFAULT_ROI_STATE, dtype=np.uint8)
-    ellipses, colours, features = roi_shapes(roi, states)
-    default_colour = ROI_STATE_COLORS[ROI_STATES[DEFAULT_ROI_STATE]]
+    ellipses, colours, features = roi_shapes(*read_review(study))
     kwargs = _common(study, ROI_LAYER, scale)
     kwargs.update(
         ndim=4,
         shape_type="ellipse",
         face_color="transparent",
-        edge_color=colours or default_colour,
+        edge_color=colours or ROI_STATE_COLORS["proposed"],
         edge_width=1,
         features=features,
     )

@@ -7,7 +7,9 @@ import math
 import numpy as np
 from scipy import ndimage
 
-CLASS_NAMES = {1: "LV blood pool", 2: "myocardium", 3: "RV blood pool"}
+from ..study import LV_BLOOD, MYOCARDIUM, RV_BLOOD
+
+CLASS_NAMES = {LV_BLOOD: "LV blood pool", MYOCARDIUM: "myocardium", RV_BLOOD: "RV blood pool"}
 
 
 def dice(predicted: np.ndarray, truth: np.ndarray) -> float:
@@ -16,7 +18,8 @@ def dice(predicted: np.ndarray, truth: np.ndarray) -> float:
     return 2.0 * int((predicted & truth).sum()) / total if total else math.nan
 
 
-def dice_per_class(predicted: np.ndarray, truth: np.ndarray, classes=(1, 2, 3)) -> list[float]:
+def dice_per_class(predicted: np.ndarray, truth: np.ndarray,
+                   classes=tuple(CLASS_NAMES)) -> list[float]:
     """Dice of each class over the whole arrays (NaN where neither has the class)."""
     return [dice(predicted == k, truth == k) for k in classes]
 
@@ -39,5 +42,5 @@ def per_frame_scores(predicted: np.ndarray, truth: np.ndarray, spacing_mm) -> di
     for p, t in zip(predicted, truth):
         for k, name in CLASS_NAMES.items():
             scores[name].append(dice(p == k, t == k))
-        scores["myocardium Hausdorff mm"].append(hausdorff_mm(p == 2, t == 2, spacing_mm))
+        scores["myocardium Hausdorff mm"].append(hausdorff_mm(p == MYOCARDIUM, t == MYOCARDIUM, spacing_mm))
     return {name: np.asarray(values) for name, values in scores.items()}

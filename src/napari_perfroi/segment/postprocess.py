@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-BACKGROUND, LV_BLOOD, MYOCARDIUM, RV_BLOOD = 0, 1, 2, 3
+from ..study import LV_BLOOD, MYOCARDIUM, RV_BLOOD
+
 MIN_LV_AREA_MM2 = 50.0  # a cavity smaller than ~8 mm across is not an LV
 MYOCARDIUM_REACH_MM = 4.5  # myocardium must lie this close to the cavity
 RV_REACH_MM = 9.0  # the RV cavity must lie this close to the myocardium (septum)

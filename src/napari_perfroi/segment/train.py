@@ -26,7 +26,8 @@ import numpy as np
 
 from .. import __version__
 from ..errors import InputError
-from .metrics import dice_per_class
+from ..study import LV_BLOOD, MYOCARDIUM
+from .model import N_CLASSES
 
 TRAIN_SEED_BASE = 100_000
 VALIDATION_SEED_BASE = 200_000
@@ -98,7 +99,7 @@ def study_samples(seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     for s in range(phantom.image.shape[0]):
         inputs = slice_inputs(phantom.image[s], motion[s], times[s], grid).numpy()
         labels = _labels_on_grid(grid, phantom.truth["labels"][s, reference[s]])
-        rows, cols = np.nonzero((labels == 1) | (labels == 2))
+        rows, cols = np.nonzero((labels == LV_BLOOD) | (labels == MYOCARDIUM))
         if rows.size == 0:
             continue
         offset = rng.integers(-HEART_OFFSET_PX, HEART_OFFSET_PX + 1, size=2)
@@ -120,7 +121,7 @@ def _labels_on_grid(grid, labels: np.ndarray) -> np.ndarray:
     """Image labels (Y, X) -> grid labels, by bilinear one-hot resampling (partial volume)."""
     import torch
 
-    one_hot = torch.from_numpy((labels[None] == np.arange(4)[:, None, None]).astype(np.float32))
+    one_hot = torch.from_numpy((labels[None] == np.arange(N_CLASSES)[:, None, None]).astype(np.float32))
     return grid.from_image(one_hot, np.zeros((4, 2))).argmax(dim=0).numpy().astype(np.uint8)
 
 
@@ -179,6 +180,8 @@ def _loss(logits, target):
 def _validate(network, inputs, labels, batch_size) -> list[float]:
     import torch
 
+    from .metrics import dice_per_class  # scipy: not at import, the CLI imports this module
+
     network.eval()
     predicted = []
     with torch.inference_mode():
@@ -198,7 +201,7 @@ def train(
     import torch
 
     from .features import GRID_MM, N_CHANNELS, PEAK_OFFSETS_S
-    from .model import N_CLASSES, build_network, save_model
+    from .model import build_network, save_model
 
     if config.train_studies < 1 or config.validation_studies < 1:
         raise InputError("training needs at least one training and one validation study")
