@@ -49,14 +49,12 @@ def estimate_motion(
     series: np.ndarray,
     reference_frame: int | None = None,
     max_shift_px: float = 10.0,
-    progress=None,
 ) -> MotionResult:
     """Estimate the in-plane translation of every frame of one slice (T, Y, X).
 
     ``reference_frame`` defaults to the registered frame most similar to the
     series' temporal median (all structures visible). Shifts are searched
-    within ``max_shift_px`` of the target. ``progress(done, total)`` is called
-    once per refinement round (at most ``MAX_ROUNDS``).
+    within ``max_shift_px`` of the target.
     """
     frames = np.asarray(series, dtype=np.float32)
     if frames.ndim != 3:
@@ -80,8 +78,6 @@ def estimate_motion(
                 # whole image (chest wall, liver, lungs) instead.
                 area = whole if early else window
                 shifts[t] = _shift_to_target(frames[t], target, area, max_shift_px)
-            if progress is not None:
-                progress(done + 1, MAX_ROUNDS)
             if np.abs(shifts - previous).max() <= CONVERGED_PX:
                 break
         _refine_before_bolus(frames, shifts, registered[before_bolus], window, max_shift_px)
@@ -253,14 +249,23 @@ def _low_rank(frames: np.ndarray, rank: int) -> np.ndarray:
     n_frames = frames.shape[0]
     matrix = frames.reshape(n_frames, -1)
     mean = matrix.mean(axis=0)
-    u, s, vt = np.linalg.svd(matrix - mean, full_matrices=False)
-    k = min(rank, len(s))
+    if rank == 0:
+        return np.broadcast_to(mean, matrix.shape).reshape(frames.shape)
+    centred = matrix - mean
+    # The components from the small (T, T) Gram matrix: the same as an SVD of
+    # the (T, Y*X) matrix, at a fraction of the cost.
+    gram = centred.astype(np.float64) @ centred.T.astype(np.float64)
+    eigenvalues, eigenvectors = np.linalg.eigh(gram)
+    top = np.argsort(eigenvalues)[::-1][: min(rank, n_frames)]
+    singular = np.sqrt(np.clip(eigenvalues[top], 0.0, None))
+    u = eigenvectors[:, top]
+    vt = (u.T @ centred) / np.where(singular > 0, singular, 1.0)[:, None]
     # Smoothing the temporal coefficients keeps the slow contrast change but
     # not the beat-to-beat breathing motion that the components also pick up.
     coefficients = ndimage.gaussian_filter1d(
-        u[:, :k] * s[:k], sigma=COEFFICIENT_SIGMA_FRAMES, axis=0, mode="nearest"
+        u * singular, sigma=COEFFICIENT_SIGMA_FRAMES, axis=0, mode="nearest"
     )
-    return (mean + coefficients @ vt[:k]).reshape(frames.shape)
+    return (mean + coefficients @ vt).reshape(frames.shape)
 
 
 def _fill_unregistered(shifts: np.ndarray, registered: np.ndarray) -> None:
