@@ -19,6 +19,7 @@ import time
 import numpy as np
 import torch
 
+from _common import seed_range
 from napari_perfroi import roi as R
 from napari_perfroi.motion import estimate_motion, max_shift_px
 from napari_perfroi.phantom import generate_phantom
@@ -59,8 +60,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="1000-1009", help="unseen phantom seeds (default 1000-1009)")
     args = parser.parse_args()
-    first, _, last = args.seeds.partition("-")
-    seeds = range(int(first), int(last or first) + 1)
+    seeds = seed_range(args.seeds)
     torch.set_num_threads(2)
     model = load_model(device="cpu")
 
@@ -92,7 +92,8 @@ def main() -> None:
     print(f"{'frames with IoU >= 0.85, after review':42s}{(final_iou >= IOU_GOAL).mean():8.1%}")
     print(f"{'mean IoU, proposals -> after review':42s}{proposal_iou.mean():8.3f} -> {final_iou.mean():.3f}")
     print(f"{'Propagate wall time, median / max (ms)':42s}{np.median(times_ms):8.3f} / {times_ms.max():.3f}"
-          f"   ({len(propagate_times)} propagations, {int(np.median(frames))} frames; target <= 50 ms)")
+          f"   ({len(propagate_times)} propagations, series of {frames.min()}-{frames.max()} frames;"
+          " target <= 50 ms)")
     manual = frames.sum()
     ours = actions.sum() + n_series  # + one "Accept series" per series
     print(f"{'manual actions (one per frame)':42s}{manual:8d}")

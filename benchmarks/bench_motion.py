@@ -13,13 +13,9 @@ import time
 
 import numpy as np
 
+from _common import seed_range
 from napari_perfroi.motion import estimate_motion, max_shift_px
 from napari_perfroi.phantom import generate_phantom
-
-
-def seed_range(text: str) -> list[int]:
-    first, _, last = text.partition("-")
-    return list(range(int(first), int(last or first) + 1))
 
 
 def study_errors(seed: int) -> tuple[np.ndarray, float, float]:

@@ -10,16 +10,16 @@ import time
 
 import numpy as np
 
+from _common import seed_range
 from napari_perfroi.phantom import generate_phantom
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="2000-2009", help="seed range, e.g. 2000-2009")
-    first, _, last = parser.parse_args().seeds.partition("-")
     seconds = []
     print(f"{'seed':>6} {'shape':>20} {'seconds':>8}")
-    for seed in range(int(first), int(last or first) + 1):
+    for seed in seed_range(parser.parse_args().seeds):
         start = time.perf_counter()
         phantom = generate_phantom(seed)
         seconds.append(time.perf_counter() - start)

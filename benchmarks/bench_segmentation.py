@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from _common import seed_range
 from napari_perfroi.motion import estimate_motion, max_shift_px
 from napari_perfroi.phantom import generate_phantom, write_phantom
 from napari_perfroi.pipeline import run_step
@@ -46,11 +47,6 @@ HARD_CASES = {
     "single slice": {"n_slices": 1, "acquisition_order": (0,)},
 }
 HARD_CASE_SEED_BASE = 2000
-
-
-def seed_range(text: str) -> list[int]:
-    first, _, last = text.partition("-")
-    return list(range(int(first), int(last or first) + 1))
 
 
 def evaluate(model, seed: int, **overrides) -> dict[str, np.ndarray]:

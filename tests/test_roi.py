@@ -118,18 +118,8 @@ def test_propagating_a_frame_without_circle_is_a_clear_error():
                     np.zeros((1, 3, 2)), 0, 1)
 
 
-@pytest.fixture(scope="module")
-def analysed_phantom(tmp_path_factory):
-    path = tmp_path_factory.mktemp("roi") / "p.zarr"
-    study = write_phantom(path, seed=31)
-    study = Study.open(path, writable=True)
-    for step in ("motion", "segment", "roi"):
-        run_step(study, step)
-    return path
-
-
-def test_roi_step_proposes_circles_close_to_the_truth(analysed_phantom):
-    study = Study.open(analysed_phantom)
+def test_roi_step_proposes_circles_close_to_the_truth(analysed_template):
+    study = Study.open(analysed_template)
     roi, states, truth = study.read("roi"), study.read("roi_state"), study.read("truth/roi")
     assert np.all(states == R.PROPOSED)
     margin_px = R.DEFAULT_MARGIN_MM / R.mean_spacing(study.pixel_spacing_mm)
@@ -138,12 +128,8 @@ def test_roi_step_proposes_circles_close_to_the_truth(analysed_phantom):
     assert study.attrs["steps"]["roi"]["parameters"]["margin_mm"] == R.DEFAULT_MARGIN_MM
 
 
-def test_rerunning_roi_keeps_reviewed_frames(analysed_phantom, tmp_path):
-    import shutil
-
-    path = tmp_path / "p.zarr"
-    shutil.copytree(analysed_phantom, path)
-    study = Study.open(path, writable=True)
+def test_rerunning_roi_keeps_reviewed_frames(analysed_store):
+    study = Study.open(analysed_store, writable=True)
     roi, states = study.read("roi"), study.read("roi_state")
     roi[0, 5] = (10.0, 11.0, 12.0)
     states[0, 5] = R.ACCEPTED
@@ -156,10 +142,10 @@ def test_rerunning_roi_keeps_reviewed_frames(analysed_phantom, tmp_path):
     assert (after_states == R.PROPOSED).sum() == after_states.size - 2
 
 
-def test_export_writes_a_row_per_circle_and_lv_centred_crops(analysed_phantom, tmp_path, capsys):
-    assert main(["export-rois", str(analysed_phantom), "--out", str(tmp_path / "out"),
+def test_export_writes_a_row_per_circle_and_lv_centred_crops(analysed_template, tmp_path, capsys):
+    assert main(["export-rois", str(analysed_template), "--out", str(tmp_path / "out"),
                  "--crop-mm", "64", "--crop-spacing-mm", "2"]) == 0
-    study = Study.open(analysed_phantom)
+    study = Study.open(analysed_template)
     roi = study.read("roi")
     with open(tmp_path / "out" / "rois.csv") as f:
         rows = list(csv.DictReader(f))

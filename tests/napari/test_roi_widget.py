@@ -30,8 +30,6 @@ from napari_perfroi._napari import layers as L
 from napari_perfroi._napari.roi_widget import NO_ROI_HINT, RoiWidget
 from napari_perfroi._napari.writer import write_roi_layer
 from napari_perfroi.errors import InputError
-from napari_perfroi.phantom import write_phantom
-from napari_perfroi.pipeline import run_step
 from napari_perfroi.roi import (
     ACCEPTED,
     EDITED,
@@ -50,25 +48,12 @@ pytestmark = pytest.mark.napari
 
 PLUGIN = "napari-perfroi"
 WIDGET = "ROI review"
-N_DYNAMICS = 24  # a short series keeps the real motion step quick
 
 
 # ---------------------------------------------------------------- fixtures
-@pytest.fixture(scope="module")
-def analysed_template(tmp_path_factory):
-    """A phantom store after the motion, segment and roi steps (proposals only)."""
-    path = tmp_path_factory.mktemp("roi") / "p.zarr"
-    study = write_phantom(path, seed=11, n_dynamics=N_DYNAMICS)
-    for step in ("motion", "segment", "roi"):
-        run_step(study, step)
-    return path
-
-
 @pytest.fixture
-def store(analysed_template, tmp_path):
-    path = tmp_path / "p.zarr"
-    shutil.copytree(analysed_template, path)
-    return path
+def store(analysed_store):
+    return analysed_store
 
 
 @pytest.fixture
@@ -331,10 +316,9 @@ def test_revert_to_proposal(review, store, qtbot):
     widget.revert()  # the proposals are computed in a worker the first time
     qtbot.waitUntil(lambda: widget.model.states[0, 8] == PROPOSED, timeout=10_000)
     np.testing.assert_allclose(widget.model.roi[0, 8], proposals[0, 8], atol=1e-5)
-    assert widget.model.proposals is not None
     widget.go_to(0, 9)
     layer.data = moved_shape(layer, 0, 9, 1.0, 1.0)[0]
-    widget.revert()  # cached now: at once
+    widget.revert()  # cached now: at once, no event loop turn needed
     np.testing.assert_allclose(widget.model.roi[0, 9], proposals[0, 9], atol=1e-5)
     assert_layer_shows(layer, widget.model.roi, widget.model.states)
     qtbot.waitUntil(lambda: (stored(store)[1][0, 8:10] == PROPOSED).all(), timeout=5000)
@@ -506,9 +490,8 @@ def test_accept_survives_a_crash(store):
 
 
 # ---------------------------------------------------------------- without circles
-def test_store_without_circles_disables_the_buttons(make_napari_viewer, tmp_path):
-    path = tmp_path / "raw.zarr"
-    write_phantom(path, seed=11, n_dynamics=N_DYNAMICS)
+def test_store_without_circles_disables_the_buttons(make_napari_viewer, phantom_store):
+    path = phantom_store
     viewer = make_napari_viewer()
     viewer.open(path, plugin=PLUGIN)
     widget = RoiWidget(viewer)
@@ -518,6 +501,7 @@ def test_store_without_circles_disables_the_buttons(make_napari_viewer, tmp_path
     widget.accept_frame()  # does nothing
     widget.propagate()
     assert L.ROI_LAYER not in [layer.name for layer in viewer.layers]
+    assert not Study.open(path).has("roi")
 
     empty = make_napari_viewer()
     widget = RoiWidget(empty)
@@ -525,10 +509,8 @@ def test_store_without_circles_disables_the_buttons(make_napari_viewer, tmp_path
     assert not any(b.isEnabled() for b in widget.buttons.values())
 
 
-def test_propose_circles_runs_the_roi_step(make_napari_viewer, analysed_template, tmp_path,
-                                           qtbot):
-    path = tmp_path / "labelled.zarr"
-    shutil.copytree(analysed_template, path)
+def test_propose_circles_runs_the_roi_step(make_napari_viewer, analysed_store, qtbot):
+    path = analysed_store
     shutil.rmtree(path / "roi")
     shutil.rmtree(path / "roi_state")
     viewer = make_napari_viewer()
