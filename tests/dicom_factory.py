@@ -171,3 +171,27 @@ def enhanced_from_real(
     ds.PerFrameFunctionalGroupsSequence = Sequence(per_frame)
     ds.save_as(dest, enforce_file_format=True)
     return dest
+
+
+def make_dual_study(tmp_path: Path, n_frames=5, seed=0):
+    """A study store with a separate AIF series (acquired first in each beat) and
+    saturation times; returns (store, image, attrs, aif_image, aif_series)."""
+    from napari_perfroi.study import Study
+
+    image, attrs = make_study(n_frames=n_frames, seed=seed)
+    main_times = np.asarray(attrs["frame_times_s"])
+    attrs["frame_times_s"] = np.round(main_times + 0.125, 6).tolist()
+    aif_image = np.random.default_rng(seed + 1).integers(0, 4096, (n_frames, 4, 3))
+    aif_series = {
+        "frame_times_s": main_times[0].tolist(),  # the earliest frame of the study is at 0 s
+        "pixel_spacing_mm": [3.5, 3.0],
+        "slice": 1,
+        "origin_px": [1.25, -0.5],
+        "saturation_time_s": 0.0275,
+    }
+    store = Study.create(
+        tmp_path / "dual.zarr", image, source={"importer": "test"},
+        extra_attrs={"saturation_time_s": 0.1005}, aif_image=aif_image.astype(np.uint16),
+        aif_series=aif_series, **attrs,
+    )
+    return store, image, attrs, aif_image, aif_series

@@ -14,6 +14,7 @@ from dicom_factory import (
     edit_series,
     enhanced_from_real,
     files,
+    make_dual_study,
     make_study,
     write_datasets,
     zip_shuffled,
@@ -166,6 +167,156 @@ def test_one_series_per_slice(tmp_path, study, exported):
     store = import_dicom(exported, tmp_path / "s.zarr")
     assert_reproduces(store, image, attrs)
     assert len(store.attrs["source"]["series"]) == 3
+
+
+# ---------------------------------------------------------------- separate AIF series
+@pytest.fixture
+def dual(tmp_path):
+    return make_dual_study(tmp_path)
+
+
+@pytest.fixture
+def dual_exported(tmp_path, dual):
+    export_study(dual[0], tmp_path / "dual", seed=4)
+    return tmp_path / "dual"
+
+
+def assert_reproduces_dual(store: Study, dual):
+    _, image, attrs, aif_image, aif_series = dual
+    assert_reproduces(store, image, attrs)
+    assert store.attrs["saturation_time_s"] == 0.1005
+    assert store.read("aif_image").dtype == np.uint16
+    np.testing.assert_array_equal(store.read("aif_image"), aif_image)
+    got = dict(store.attrs["aif_series"])
+    np.testing.assert_allclose(
+        got.pop("frame_times_s"), aif_series["frame_times_s"], atol=1e-5, rtol=0
+    )
+    assert got == {k: v for k, v in aif_series.items() if k != "frame_times_s"}
+
+
+def aif_files(folder) -> list:
+    return [p for p in files(folder) if "AIF" in pydicom.dcmread(p).SeriesDescription]
+
+
+def test_store_with_an_aif_image_round_trips_through_dicom(tmp_path, dual, dual_exported):
+    shuffled = copy_shuffled(dual_exported, tmp_path / "shuffled", seed=3)
+    calls = []
+    store = import_dicom(shuffled, tmp_path / "s.zarr",
+                         progress=lambda done, total: calls.append((done, total)))
+    assert_reproduces_dual(store, dual)
+    assert calls == [(done, 20) for done in range(1, 21)]  # 15 main frames, 5 AIF frames
+    source = store.attrs["source"]
+    assert source["aif_series"] == "series 2 'stress perfusion AIF'"
+    assert source["n_files"] == 20 and len(source["series"]) == 2
+    # again from the imported store, whose geometry now comes from the headers
+    export_study(store, tmp_path / "again", seed=5)
+    assert_reproduces_dual(import_dicom(tmp_path / "again", tmp_path / "again.zarr"), dual)
+
+
+def test_aif_image_is_exported_as_a_second_series_of_the_study(dual_exported):
+    datasets = [pydicom.dcmread(p) for p in files(dual_exported)]
+    main = [ds for ds in datasets if ds.SeriesNumber == 1]
+    aif = [ds for ds in datasets if ds.SeriesNumber == 2]
+    assert (len(main), len(aif)) == (15, 5)
+    assert len({ds.StudyInstanceUID for ds in datasets}) == 1
+    assert main[0].SeriesInstanceUID != aif[0].SeriesInstanceUID
+    assert len({ds.SeriesInstanceUID for ds in aif}) == 1
+    assert aif[0].SeriesDescription == main[0].SeriesDescription + " AIF"
+    assert (aif[0].Rows, aif[0].Columns) == (4, 3) and aif[0].PixelSpacing == [3.5, 3.0]
+    assert aif[0].ImageOrientationPatient == main[0].ImageOrientationPatient
+    assert sorted(ds.InstanceNumber for ds in aif) == [1, 2, 3, 4, 5]
+    assert {ds.InversionTime for ds in main} == {100.5}
+    assert {ds.InversionTime for ds in aif} == {27.5}
+
+
+def test_aif_series_from_a_shuffled_zip(tmp_path, dual, dual_exported):
+    archive = zip_shuffled(dual_exported, tmp_path / "dual.zip", seed=6)
+    assert_reproduces_dual(import_dicom(archive, tmp_path / "s.zarr"), dual)
+
+
+def test_coarse_single_slice_series_is_the_aif_series_without_aif_in_its_name(
+    tmp_path, dual, dual_exported
+):
+    for path in aif_files(dual_exported):
+        ds = pydicom.dcmread(path)
+        ds.SeriesDescription = "perf lowres"
+        ds.save_as(path, enforce_file_format=True)
+    store = import_dicom(dual_exported, tmp_path / "s.zarr")
+    assert_reproduces_dual(store, dual)
+    assert store.attrs["source"]["aif_series"] == "series 2 'perf lowres'"
+
+
+def test_saturation_time_that_differs_within_a_series_is_unknown(tmp_path, dual_exported):
+    main = files(dual_exported)[0]
+    if main in aif_files(dual_exported):
+        main = files(dual_exported)[1]
+    ds = pydicom.dcmread(main)
+    ds.InversionTime = 90.0
+    ds.save_as(main, enforce_file_format=True)
+    aif = aif_files(dual_exported)[0]
+    ds = pydicom.dcmread(aif)
+    del ds.InversionTime
+    ds.save_as(aif, enforce_file_format=True)
+    store = import_dicom(dual_exported, tmp_path / "s.zarr")
+    assert "saturation_time_s" not in store.attrs
+    assert store.attrs["aif_series"]["saturation_time_s"] is None
+
+
+def second_aif_series(folder):
+    """Copy the AIF series as a third series of the same study."""
+    series_uid = generate_uid()
+    for index, path in enumerate(aif_files(folder)):
+        ds = pydicom.dcmread(path)
+        ds.SeriesInstanceUID, ds.SeriesNumber = series_uid, 3
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.save_as(folder / f"copy{index}", enforce_file_format=True)
+
+
+def set_aif_orientation(folder):
+    for path in aif_files(folder):
+        ds = pydicom.dcmread(path)
+        ds.ImageOrientationPatient = AXIAL
+        ds.save_as(path, enforce_file_format=True)
+
+
+def drop_aif_acquisition_times(folder):
+    for path in aif_files(folder):
+        ds = pydicom.dcmread(path)
+        drop_acquisition_times(ds)
+        ds.save_as(path, enforce_file_format=True)
+
+
+@pytest.mark.parametrize(
+    "spoil, expected",
+    [
+        (second_aif_series, "2 AIF-like series (series 2 'stress perfusion AIF', "
+                            "series 3 'stress perfusion AIF'); keep one AIF series"),
+        (lambda folder: aif_files(folder)[0].unlink(),
+         "AIF series series 2 'stress perfusion AIF' has 4 dynamics but the main series has 5"),
+        (set_aif_orientation, "AIF series series 2 'stress perfusion AIF' has "
+                              "ImageOrientationPatient [1, 0, 0, 0, 1, 0] but the main series has"),
+        (drop_aif_acquisition_times, "AIF series series 2 'stress perfusion AIF' is timed by "
+                                     "TriggerTime but the main series by AcquisitionDate/"
+                                     "AcquisitionTime; no common clock"),
+    ],
+    ids=["two AIF series", "fewer dynamics", "orientation", "clock"],
+)
+def test_unusable_aif_series_is_named(tmp_path, dual_exported, spoil, expected):
+    spoil(dual_exported)
+    message = import_error(dual_exported, tmp_path / "s.zarr")
+    assert message.startswith(f"{dual_exported}: ") and expected in message
+
+
+def test_single_series_import_has_no_aif_series(tmp_path, study, exported):
+    image, attrs = study
+    edit_series(exported, lambda ds: setattr(ds, "SeriesDescription", "perfusion with AIF"))
+    assert scan_series(exported).aif is None
+    store = import_dicom(exported, tmp_path / "s.zarr")
+    assert_reproduces(store, image, attrs)
+    assert not store.has("aif_image")
+    for key in ("aif_series", "saturation_time_s"):
+        assert key not in store.attrs
+    assert "aif_series" not in store.attrs["source"]
 
 
 # ---------------------------------------------------------------- time order

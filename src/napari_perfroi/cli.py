@@ -39,7 +39,8 @@ def _cmd_analyze(args: argparse.Namespace) -> None:
         from .segment.model import pick_device
 
         pick_device(args.device)
-    run_steps(study, steps, model=args.model, device=args.device, margin_mm=args.margin_mm)
+    run_steps(study, steps, model=args.model, device=args.device, margin_mm=args.margin_mm,
+              hematocrit=args.hematocrit, t1_blood_s=args.t1_blood, t1_myocardium_s=args.t1_myocardium)
     print(f"{study.path}: ran {', '.join(steps)}")
 
 
@@ -66,6 +67,16 @@ def _cmd_export_rois(args: argparse.Namespace) -> None:
 
     written = export_rois(Study.open(args.store), args.out, crop_mm=args.crop_mm,
                           spacing_mm=args.crop_spacing_mm)
+    print("wrote:")
+    for path in written:
+        print(f"  {path}")
+
+
+def _cmd_report(args: argparse.Namespace) -> None:
+    from .report import write_report
+    from .study import Study
+
+    written = write_report(Study.open(args.store), args.out)
     print("wrote:")
     for path in written:
         print(f"  {path}")
@@ -113,8 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     cmd = commands.add_parser("analyze", help="run analysis steps on a study store")
     cmd.add_argument("store", help="study store (STORE.zarr)")
     cmd.add_argument(
-        "--steps", default="motion,segment,roi",
-        help="comma-separated steps to run (available: motion, segment, roi; default: all); "
+        "--steps", default="motion,segment,roi,flow,aha",
+        help="comma-separated steps to run (available: motion, segment, roi, flow, aha; "
+        "default: all); "
         "a step whose input is missing also runs the step that makes it",
     )
     cmd.add_argument("--margin-mm", type=float, default=None,
@@ -124,7 +136,26 @@ def build_parser() -> argparse.ArgumentParser:
                      help="segmentation weights (.safetensors; default: the shipped model)")
     cmd.add_argument("--device", default="auto",
                      help="torch device for segmentation: auto (cuda > mps > cpu), cpu, cuda, mps")
+    cmd.add_argument("--hematocrit", type=float, default=None,
+                     help="flow: blood hematocrit (default: the store's, 0.45 unless imported "
+                          "otherwise); the AIF is converted to plasma with it and MBF is blood flow")
+    cmd.add_argument("--t1-blood", type=float, default=None,
+                     help="flow: native blood T1 in s (default: from proton-density frames when "
+                          "present, else 1.65)")
+    cmd.add_argument("--t1-myocardium", type=float, default=None,
+                     help="flow: native myocardial T1 in s (default 1.05)")
     cmd.set_defaults(run=_cmd_analyze)
+
+    cmd = commands.add_parser(
+        "report", help="flow report: bullseye.png, segments.csv, report.json, curves.png",
+        description="Write the flow report of an analysed study: the AHA 16-segment bullseye "
+        "(bullseye.png), per-segment MBF and map statistics (segments.csv), the full report "
+        "(report.json) and the AIF and tissue curves (curves.png).",
+    )
+    cmd.add_argument("store", help="study store (STORE.zarr) analysed with the flow and aha steps")
+    cmd.add_argument("--out", required=True, metavar="DIR",
+                     help="folder for the report files (created if needed)")
+    cmd.set_defaults(run=_cmd_report)
 
     cmd = commands.add_parser("export-rois", help="LV circles as CSV and LV-centred crops")
     cmd.add_argument("store", help="study store (STORE.zarr) with circles (the roi step)")

@@ -18,7 +18,7 @@ def write_sample_dicom(folder: str | Path) -> Path:
 
     phantom = generate_phantom(SAMPLE_SEED, SAMPLE_DEFECT)
     attrs = {**phantom.attrs, **phantom.extra}
-    export_dicom(phantom.image, attrs, folder, seed=SAMPLE_SEED)
+    export_dicom(phantom.image, attrs, folder, seed=SAMPLE_SEED, aif_image=attrs.pop("aif_image"))
     return Path(folder)
 
 
@@ -30,11 +30,12 @@ def sample_dicom_folder(out_dir: Path) -> Path:
 
 
 def run_demo(out_dir: Path, sample_dir: str | Path | None = None) -> list[Path]:
-    """Import the sample DICOM, run the analysis steps, save a montage; return written files."""
+    """Import the sample DICOM, run every analysis step, save a montage and the flow
+    report; return the written files."""
     from .dicom import import_dicom
     from .pipeline import STEPS, run_steps
     from .progress import TqdmProgress
-    from .report import save_montage, study_summary
+    from .report import save_montage, study_summary, write_report
 
     out_dir.mkdir(parents=True, exist_ok=True)
     source = Path(sample_dir) if sample_dir else sample_dicom_folder(out_dir)
@@ -43,4 +44,4 @@ def run_demo(out_dir: Path, sample_dir: str | Path | None = None) -> list[Path]:
     run_steps(study, list(STEPS))  # every analysis step
     print(study_summary(study))
     montage = save_montage(study, out_dir / "montage.png")
-    return [study.path, montage]
+    return [study.path, montage, *write_report(study, out_dir / "report")]

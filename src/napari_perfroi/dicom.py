@@ -54,6 +54,21 @@ Base -> apex
     warning. Slice positions are rounded to 1 nm (float noise of the dot
     product).
 
+Saturation time
+    InversionTime (ms), where several vendors put the saturation-recovery
+    delay, when every frame of a series has the same one; unknown otherwise.
+
+Separate AIF series (dual-sequence acquisitions)
+    When SRC holds several series and one of them has "AIF" in its
+    SeriesDescription (any case) -- or, failing that, one single-slice series
+    has a pixel spacing at least 1.5 x the finest one -- that series is the
+    AIF image and the other series form the main series, checked as above.
+    The AIF series must have one slice, the main series' ImageOrientationPatient
+    and number of dynamics, and be timed by the same clock: frame times of
+    both series count from the earliest frame of either. It is placed in the
+    main slice nearest along the normal, at the pixel coordinates of that
+    slice where the centre of its first pixel falls.
+
 Pixel values
     Raw stored values after RescaleSlope / RescaleIntercept: uint16 when every
     frame is unsigned, at most 16 bits, with slope 1 and intercept 0, float32
@@ -66,7 +81,10 @@ Errors (:class:`DicomError`, one line naming SRC and the files, series or tags)
     the same time and InstanceNumber; missing PixelSpacing, SliceThickness or
     position tags; matrix size, PixelSpacing, SliceThickness or
     ImageOrientationPatient that differ between files; two series at one
-    slice position; slices with different frame counts; no usable clock.
+    slice position; slices with different frame counts; no usable clock;
+    several AIF-like series; an AIF series with several slices, without
+    patient geometry, or with another orientation, number of dynamics or
+    clock than the main series.
 """
 
 from __future__ import annotations
@@ -94,7 +112,12 @@ SLICE_TOLERANCE = 0.1  # fraction of the slice thickness within which positions 
 _ORIENTATION_TOLERANCE = 1e-3
 _SPACING_TOLERANCE_MM = 1e-4
 _POSITION_DECIMALS = 6  # mm
+_ORIGIN_DECIMALS = 6  # pixels
 _TIME_DECIMALS = 6  # s
+_SATURATION_DECIMALS = 9  # s
+_AIF_SPACING_RATIO = 1.5  # a single-slice series this much coarser than the finest is the AIF
+_TRIGGER_CLOCK = "TriggerTime"
+_INSTANCE_CLOCK = "InstanceNumber x nominal interval"
 _NO_DATE = _dt.date(1900, 1, 1)  # stands in for a missing AcquisitionDate
 _PIXEL_DATA_TAG = (0x7FE0, 0x0010)
 _ITEM_TAG = (0xFFFE, 0xE000)
@@ -137,6 +160,7 @@ class _FileInfo:
     study_uid: str
     series_uid: str
     series_label: str
+    description: str  # SeriesDescription
     sop_uid: str
     sop_class: str
     modality: str
@@ -164,6 +188,7 @@ class _Frame:
     instance: int | None
     slope: float
     intercept: float
+    inversion_s: float | None
     location_mm: float = 0.0  # position along the normal (or SliceLocation)
 
     @property
@@ -193,6 +218,9 @@ class DicomSeries:
     image_position_patient: list[list[float]] | None  # [S][3], first frame of each slice
     source: dict[str, Any]
     skipped: list[str] = field(default_factory=list)  # unreadable files: "name (reason)"
+    saturation_time_s: float | None = None  # from InversionTime
+    aif: DicomSeries | None = None  # the separate AIF series (one slice), if any
+    aif_series: dict[str, Any] | None = None  # its store attribute (see study.check_aif_series)
 
     @property
     def skipped_files(self) -> int:
@@ -238,6 +266,7 @@ def scan_series(
 ) -> DicomSeries:
     """Read the headers under ``src`` and work out slices, frame order and times.
 
+    A separate AIF series, when there is one, is set aside in :attr:`DicomSeries.aif`.
     Raises :class:`DicomError` (one line naming ``src`` and the files or tags
     involved) when the files do not form one consistent series.
     """
@@ -247,7 +276,14 @@ def scan_series(
         raise DicomError(f"{src}: no readable DICOM images (skipped {_names(skipped)})")
     if skipped:
         warn(f"{src}: skipped {len(skipped)} unreadable file(s): {_names(skipped)}")
-    return _build_series(src, frames, skipped, warn)
+    _check_one_study(src, frames)
+    _check_unique_instances(src, frames)
+    main_frames, aif_frames = _split_aif(src, frames)
+    series = _build_series(src, main_frames, skipped, warn, frames)
+    if aif_frames:
+        aif = _build_series(src, aif_frames, skipped, warn, frames)
+        _attach_aif(src, series, aif, aif_frames[0].file.series_label)
+    return series
 
 
 def import_dicom(
@@ -260,29 +296,34 @@ def import_dicom(
 ) -> Study:
     """Import the DICOM series at ``src`` into a new study store at ``dest``.
 
-    Pixels are stored exactly as the scanner stored them (after rescale).
+    Pixels are stored exactly as the scanner stored them (after rescale). A
+    separate AIF series goes into ``aif_image`` and ``aif_series``.
     A failure leaves no store behind.
     """
     dest = Path(dest)
     if dest.exists() and not overwrite:  # fail before reading every file
         raise StoreError(f"{dest}: already exists (use overwrite to replace it)")
     series = scan_series(src, warn=warn)
-    image = np.empty(series.shape, dtype=series.dtype)
-    n_slices, n_frames = series.shape[:2]
-    total = n_slices * n_frames
+    parts = [series] if series.aif is None else [series, series.aif]
+    images = [np.empty(part.shape, dtype=part.dtype) for part in parts]
+    total = sum(part.shape[0] * part.shape[1] for part in parts)
+    done = 0
     with _opened_archive(series.frames[0][0]) as archive:  # one zip open for every frame
-        for s in range(n_slices):
-            for t in range(n_frames):
-                image[s, t] = series.read_frame(s, t, archive)
+        for part, image in zip(parts, images):
+            for s, t in np.ndindex(part.shape[:2]):
+                image[s, t] = part.read_frame(s, t, archive)
+                done += 1
                 if progress is not None:
-                    progress(s * n_frames + t + 1, total)
+                    progress(done, total)
     extra = {}
     if series.image_orientation_patient is not None:
         extra["image_orientation_patient"] = series.image_orientation_patient
         extra["image_position_patient"] = series.image_position_patient
+    if series.saturation_time_s is not None:
+        extra["saturation_time_s"] = series.saturation_time_s
     return Study.create(
         dest,
-        image,
+        images[0],
         pixel_spacing_mm=series.pixel_spacing_mm,
         slice_thickness_mm=series.slice_thickness_mm,
         frame_times_s=series.frame_times_s,
@@ -290,6 +331,8 @@ def import_dicom(
         source=series.source,
         slice_levels=series.slice_levels,
         extra_attrs=extra,
+        aif_image=images[1][0] if series.aif is not None else None,
+        aif_series=series.aif_series,
         overwrite=overwrite,
     )
 
@@ -515,6 +558,7 @@ def _frames_of(ds, ref: FrameRef, name: str) -> list[_Frame]:
         study_uid=str(ds.get("StudyInstanceUID", "")),
         series_uid=str(ds.get("SeriesInstanceUID", "")),
         series_label=f"series {ds.get('SeriesNumber', '?')} '{ds.get('SeriesDescription', '')}'",
+        description=str(ds.get("SeriesDescription", "")),
         sop_uid=str(ds.get("SOPInstanceUID", "")),
         sop_class="" if sop_class is None else sop_class.name,
         modality=str(ds.get("Modality", "")),
@@ -538,6 +582,7 @@ def _frames_of(ds, ref: FrameRef, name: str) -> list[_Frame]:
         trigger_ms = _first_present(
             _value("NominalCardiacTriggerDelayTime", cardiac), _value("TriggerTime", ds)
         )
+        inversion_ms = _value("InversionTime", ds)
         interval_ms = _first_present(
             _value("RRIntervalTimeNominal", cardiac),
             _value("NominalInterval", ds),
@@ -562,6 +607,10 @@ def _frames_of(ds, ref: FrameRef, name: str) -> list[_Frame]:
                 instance=None if _value("InstanceNumber", ds) is None else int(ds.InstanceNumber),
                 slope=float(_first_present(_value("RescaleSlope", transform, ds), 1.0)),
                 intercept=float(_first_present(_value("RescaleIntercept", transform, ds), 0.0)),
+                inversion_s=(
+                    None if inversion_ms is None
+                    else round(float(inversion_ms) / 1000.0, _SATURATION_DECIMALS)
+                ),
             )
         )
     return frames
@@ -631,10 +680,13 @@ def _acquisition_time(content, ds) -> tuple[_dt.datetime | None, str | None]:
 
 # ---------------------------------------------------------------- series
 def _build_series(
-    src: Path, frames: list[_Frame], skipped: list[str], warn: Callable[[str], None]
+    src: Path,
+    frames: list[_Frame],
+    skipped: list[str],
+    warn: Callable[[str], None],
+    study_frames: list[_Frame],
 ) -> DicomSeries:
-    _check_one_study(src, frames)
-    _check_unique_instances(src, frames)
+    """One series from its ``frames``; times count from the earliest of ``study_frames``."""
     _check_required_tags(src, frames)
     _check_geometry(src, frames)
     orientation, location_tag = _set_locations(src, frames)
@@ -643,7 +695,7 @@ def _build_series(
     _check_duplicates(src, slices)
     _check_frame_counts(src, slices, skipped)
     slices = _order_base_to_apex(src, slices, orientation, warn)
-    times, clock = _order_in_time(src, slices)
+    times, clock = _order_in_time(src, slices, study_frames)
     first = frames[0]
     as_uint16 = all(f.unsigned16 and f.slope == 1.0 and f.intercept == 0.0 for f in frames)
     # + 0.0 turns a rounded -0.0 into 0.0
@@ -666,9 +718,112 @@ def _build_series(
         slice_levels=slice_levels_for(len(slices)),
         image_orientation_patient=None if orientation is None else [float(v) for v in orientation],
         image_position_patient=first_positions,
-        source=_describe(frames, skipped, clock, location_tag),
+        source=_describe(study_frames, skipped, clock, location_tag),
         skipped=skipped,
+        saturation_time_s=_saturation_time(frames),
     )
+
+
+def _saturation_time(frames: list[_Frame]) -> float | None:
+    """The InversionTime (s) shared by every frame; None if absent or not shared."""
+    values = {f.inversion_s for f in frames}
+    return values.pop() if len(values) == 1 else None
+
+
+def _split_aif(src: Path, frames: list[_Frame]) -> tuple[list[_Frame], list[_Frame]]:
+    """(main frames, frames of the separate AIF series, [] when there is none)."""
+    by_series: dict[str, list[_Frame]] = {}
+    for f in frames:
+        by_series.setdefault(f.file.series_uid, []).append(f)
+    if len(by_series) < 2:
+        return frames, []
+    aif_like = [uid for uid, fs in by_series.items() if "aif" in fs[0].file.description.lower()]
+    if not aif_like:
+        aif_like = _coarse_single_slice_series(by_series)
+    if len(aif_like) > 1:
+        labels = sorted(by_series[uid][0].file.series_label for uid in aif_like)
+        raise DicomError(
+            f"{src}: {len(aif_like)} AIF-like series ({', '.join(labels)}); keep one AIF series"
+        )
+    if not aif_like:
+        return frames, []
+    return [f for f in frames if f.file.series_uid != aif_like[0]], by_series[aif_like[0]]
+
+
+def _coarse_single_slice_series(by_series: dict[str, list[_Frame]]) -> list[str]:
+    """Single-slice series with a pixel spacing much coarser than the finest series'."""
+    spacing = {uid: float(np.mean(fs[0].spacing)) for uid, fs in by_series.items()
+               if fs[0].spacing is not None}
+    if not spacing:
+        return []
+    finest = min(spacing.values())
+    return [uid for uid, value in spacing.items()
+            if value >= _AIF_SPACING_RATIO * finest and _is_single_slice(by_series[uid])]
+
+
+def _is_single_slice(frames: list[_Frame]) -> bool:
+    """Whether every frame lies at one position along the normal (or one SliceLocation)."""
+    if all(f.position is not None and f.orientation is not None for f in frames):
+        normal = slice_normal(frames[0].orientation)
+        locations = [float(np.dot(f.position, normal)) for f in frames]
+    elif all(f.slice_location is not None for f in frames):
+        locations = [f.slice_location for f in frames]
+    else:
+        return False
+    return max(locations) - min(locations) <= SLICE_TOLERANCE * (frames[0].thickness or 0.0)
+
+
+def _attach_aif(src: Path, main: DicomSeries, aif: DicomSeries, label: str) -> None:
+    """Check the AIF series against the main one and place it in the nearest main slice."""
+    if aif.shape[0] != 1:
+        raise DicomError(
+            f"{src}: AIF series {label} has {aif.shape[0]} slice positions, one expected"
+        )
+    if main.image_orientation_patient is None or aif.image_orientation_patient is None:
+        raise DicomError(
+            f"{src}: AIF series {label} cannot be placed: both series need "
+            "ImagePositionPatient/ImageOrientationPatient"
+        )
+    orientation = np.asarray(main.image_orientation_patient)
+    if not np.allclose(aif.image_orientation_patient, orientation, atol=_ORIENTATION_TOLERANCE):
+        raise DicomError(
+            f"{src}: AIF series {label} has ImageOrientationPatient "
+            f"{_fmt(aif.image_orientation_patient)} but the main series has {_fmt(orientation)}"
+        )
+    if aif.shape[1] != main.shape[1]:
+        raise DicomError(
+            f"{src}: AIF series {label} has {aif.shape[1]} dynamics but the main series has "
+            f"{main.shape[1]}"
+        )
+    clocks = (main.source["time_source"], aif.source["time_source"])
+    if len({_clock_kind(clock) for clock in clocks}) > 1:
+        raise DicomError(
+            f"{src}: AIF series {label} is timed by {clocks[1]} but the main series by "
+            f"{clocks[0]}; no common clock"
+        )
+    position = np.asarray(aif.image_position_patient[0])
+    location = float(np.dot(position, slice_normal(orientation)))
+    nearest = int(np.argmin(np.abs(np.asarray(main.slice_positions_mm) - location)))
+    offset = position - np.asarray(main.image_position_patient[nearest])
+    row_spacing, col_spacing = main.pixel_spacing_mm
+    origin = (
+        np.dot(offset, orientation[3:]) / row_spacing,  # along the column direction
+        np.dot(offset, orientation[:3]) / col_spacing,
+    )
+    main.aif = aif
+    main.aif_series = {
+        "frame_times_s": aif.frame_times_s[0],
+        "pixel_spacing_mm": list(aif.pixel_spacing_mm),
+        "slice": nearest,
+        "origin_px": [round(float(v), _ORIGIN_DECIMALS) + 0.0 for v in origin],
+        "saturation_time_s": aif.saturation_time_s,
+    }
+    main.source["aif_series"] = label
+
+
+def _clock_kind(clock: str) -> str:
+    """Acquisition-time tags all read the scanner's clock; the other clocks are their own."""
+    return clock if clock in (_TRIGGER_CLOCK, _INSTANCE_CLOCK) else "acquisition time"
 
 
 def _check_one_study(src: Path, frames: list[_Frame]) -> None:
@@ -840,29 +995,33 @@ def _order_base_to_apex(
     return slices if towards_apex >= 0 else slices[::-1]
 
 
-def _order_in_time(src: Path, slices: list[list[_Frame]]) -> tuple[list[list[float]], str]:
-    """Sort each slice by time (in place); return frame times [S][T] in s and the clock used."""
+def _order_in_time(
+    src: Path, slices: list[list[_Frame]], study_frames: list[_Frame]
+) -> tuple[list[list[float]], str]:
+    """Sort each slice by time (in place); return frame times [S][T] in s, from the
+    earliest of ``study_frames`` on the same clock, and the clock used."""
     frames = [f for s in slices for f in s]
     if _usable_clock(slices, lambda f: f.acquired):
-        _unwrap_midnight(frames)
-        start = min(f.acquired for f in frames)
+        timed = [f for f in study_frames if f.acquired is not None]
+        _unwrap_midnight(timed)
+        start = min(f.acquired for f in timed)
         for s in slices:
             s.sort(key=lambda f: f.acquired)
         times = [[(f.acquired - start).total_seconds() for f in s] for s in slices]
         clock = "/".join(sorted({f.acquired_tag for f in frames}))
     elif _usable_clock(slices, lambda f: f.trigger_s):
         _check_trigger_agrees_with_instances(src, slices)
-        start = min(f.trigger_s for f in frames)
+        start = min(f.trigger_s for f in study_frames if f.trigger_s is not None)
         for s in slices:
             s.sort(key=lambda f: f.trigger_s)
         times = [[f.trigger_s - start for f in s] for s in slices]
-        clock = "TriggerTime"
+        clock = _TRIGGER_CLOCK
     else:
         interval = _nominal_interval(src, slices)
         for s in slices:
             s.sort(key=lambda f: f.order_key)
         times = [[t * interval for t in range(len(s))] for s in slices]
-        clock = "InstanceNumber x nominal interval"
+        clock = _INSTANCE_CLOCK
     return [[round(t, _TIME_DECIMALS) for t in s] for s in times], clock
 
 

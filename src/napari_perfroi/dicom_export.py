@@ -18,6 +18,13 @@ base -> apex order); otherwise a short-axis-like orientation is used (image
 right towards the patient's left, image down posterior, apex towards the
 patient's left, anterior, inferior) and each slice's position is placed along
 its normal.
+
+A separate AIF image (dual-sequence acquisition) becomes a second series of
+the same study (SeriesNumber 2, description + " AIF"): one slice with its own
+PixelSpacing, the main orientation, and its first pixel centred at
+``origin_px`` of slice ``slice`` (see :func:`~napari_perfroi.study.check_aif_series`).
+A known saturation time is written as InversionTime (ms), where several
+vendors put the saturation-recovery delay.
 """
 
 from __future__ import annotations
@@ -49,7 +56,8 @@ def export_study(
 ) -> list[Path]:
     """Export an open :class:`~napari_perfroi.study.Study` (see :func:`export_dicom`)."""
     return export_dicom(
-        study.read("image"), study.attrs, folder, seed=seed, series_description=series_description
+        study.read("image"), study.attrs, folder, seed=seed, series_description=series_description,
+        aif_image=study.read("aif_image") if study.has("aif_image") else None,
     )
 
 
@@ -60,13 +68,16 @@ def export_dicom(
     *,
     seed: int = 0,
     series_description: str = "stress perfusion",
+    aif_image: np.ndarray | None = None,
 ) -> list[Path]:
     """Write ``image`` (uint16, S, T, Y, X) with the store ``attrs`` as one DICOM series.
 
     ``attrs`` needs ``pixel_spacing_mm``, ``slice_thickness_mm``,
-    ``frame_times_s`` and ``slice_positions_mm``; ``image_orientation_patient``
-    and ``image_position_patient`` are used when present. ``folder`` must be
-    absent or empty. Returns the files written, in acquisition order.
+    ``frame_times_s`` and ``slice_positions_mm``; ``image_orientation_patient``,
+    ``image_position_patient`` and ``saturation_time_s`` are used when present.
+    ``aif_image`` (uint16, T, Ya, Xa), with ``attrs["aif_series"]``, is written
+    as a second series. ``folder`` must be absent or empty. Returns the files
+    written, in acquisition order (main series, then AIF series).
     """
     image = np.asarray(image)
     if image.ndim != 4 or image.dtype != np.uint16:
@@ -76,18 +87,23 @@ def export_dicom(
     if times.shape != (n_slices, n_frames):
         raise ValueError(f"frame_times_s must be {n_slices}x{n_frames}, got {times.shape}")
     orientation, positions = _geometry(attrs, image.shape)
+    aif = None if aif_image is None else _aif_frames(aif_image, attrs, orientation, positions)
     folder = Path(folder)
     if folder.exists() and any(folder.iterdir()):
         raise InputError(f"{folder}: folder is not empty")
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    names = _random_names(rng, n_slices * n_frames)
+    n_aif = 0 if aif is None else len(aif["frames"])
+    names = iter(_random_names(rng, n_slices * n_frames + n_aif))
     uids = _UidSource(seed, image)
     series = {
         "study_uid": uids.make("study"),
         "series_uid": uids.make("series"),
         "frame_of_reference_uid": uids.make("frame-of-reference"),
         "description": series_description,
+        "number": 1,
+        "pixel_spacing_mm": attrs["pixel_spacing_mm"],
+        "saturation_time_s": attrs.get("saturation_time_s"),
     }
     acquisition_order = sorted(
         ((s, t) for s in range(n_slices) for t in range(n_frames)),
@@ -104,10 +120,67 @@ def export_dicom(
             position=positions[s],
             slice_location=float(attrs["slice_positions_mm"][s]),
         )
-        path = folder / names[instance - 1]
-        ds.save_as(path, enforce_file_format=True)
-        written.append(path)
+        written.append(_save(ds, folder / next(names)))
+    if aif is not None:
+        aif_series = {
+            **series,
+            "series_uid": uids.make("aif-series"),
+            "description": f"{series_description} AIF",
+            "number": 2,
+            "pixel_spacing_mm": aif["pixel_spacing_mm"],
+            "saturation_time_s": aif["saturation_time_s"],
+        }
+        for instance, (pixels, time_s) in enumerate(aif["frames"], start=1):
+            ds = _frame_dataset(
+                pixels, attrs, aif_series,
+                sop_uid=uids.make(f"aif-instance-{instance}"),
+                instance=instance,
+                time_s=time_s,
+                orientation=orientation,
+                position=aif["position"],
+                slice_location=aif["slice_location"],
+            )
+            written.append(_save(ds, folder / next(names)))
     return written
+
+
+def _save(ds, path: Path) -> Path:
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def _aif_frames(
+    aif_image: np.ndarray, attrs: Mapping[str, Any], orientation: np.ndarray, positions: np.ndarray
+) -> dict[str, Any]:
+    """Frames (pixels, time), spacing, saturation time and geometry of the AIF series."""
+    aif_image = np.asarray(aif_image)
+    if aif_image.ndim != 3 or aif_image.dtype != np.uint16:
+        raise ValueError(
+            f"aif_image must be uint16 (T, Y, X), got {aif_image.dtype} {aif_image.shape}"
+        )
+    info = attrs.get("aif_series")
+    if info is None:
+        raise ValueError("aif_image needs attrs['aif_series']")
+    times = [float(t) for t in info["frame_times_s"]]
+    if len(times) != len(aif_image):
+        raise ValueError(f"aif_series frame_times_s must have {len(aif_image)} times")
+    s = int(info["slice"])
+    if not 0 <= s < len(positions):
+        raise ValueError(f"aif_series slice {s} is not a slice of the image")
+    row_spacing, col_spacing = attrs["pixel_spacing_mm"]
+    origin_row, origin_col = info["origin_px"]
+    position = (
+        positions[s]
+        + origin_col * col_spacing * orientation[:3]
+        + origin_row * row_spacing * orientation[3:]
+    )
+    return {
+        "frames": list(zip(aif_image, times)),
+        "pixel_spacing_mm": info["pixel_spacing_mm"],
+        "saturation_time_s": info["saturation_time_s"],
+        "position": position,
+        "slice_location": float(attrs["slice_positions_mm"][s]),
+    }
 
 
 def _geometry(attrs: Mapping[str, Any], shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
@@ -169,7 +242,7 @@ class _UidSource:
 def _frame_dataset(
     pixels: np.ndarray,
     attrs: Mapping[str, Any],
-    series: dict[str, str],
+    series: dict[str, Any],
     *,
     sop_uid,
     instance: int,
@@ -203,7 +276,7 @@ def _frame_dataset(
     ds.FrameOfReferenceUID = series["frame_of_reference_uid"]
     ds.PositionReferenceIndicator = ""
     ds.StudyID = "1"
-    ds.SeriesNumber = 1
+    ds.SeriesNumber = series["number"]
     ds.AcquisitionNumber = 1
     ds.InstanceNumber = instance
     ds.SeriesDescription = series["description"]
@@ -212,6 +285,8 @@ def _frame_dataset(
     ds.StudyTime = ds.SeriesTime = _tm(SERIES_START)
     ds.AcquisitionTime = ds.ContentTime = _tm(acquired)
     ds.TriggerTime = f"{round(time_s * 1e6) / 1e3:.3f}"  # ms, to the microsecond
+    if series["saturation_time_s"] is not None:
+        ds.InversionTime = _ds(round(series["saturation_time_s"] * 1000.0, 6))  # ms
     ds.ScanningSequence = "GR"
     ds.SequenceVariant = "SP"
     ds.ScanOptions = ""
@@ -219,7 +294,7 @@ def _frame_dataset(
     ds.BodyPartExamined = "HEART"
     ds.PatientPosition = "HFS"
     ds.SliceThickness = _ds(attrs["slice_thickness_mm"])
-    ds.PixelSpacing = [_ds(v) for v in attrs["pixel_spacing_mm"]]
+    ds.PixelSpacing = [_ds(v) for v in series["pixel_spacing_mm"]]
     ds.ImageOrientationPatient = [_ds(v) for v in orientation]
     ds.ImagePositionPatient = [_ds(v) for v in position]
     ds.SliceLocation = _ds(slice_location)

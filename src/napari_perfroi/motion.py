@@ -34,7 +34,8 @@ CONVERGED_PX = 0.05  # stop when no shift changes more than this between rounds
 MAX_SHIFT_MM = 20.0  # breathing moves the heart by up to ~2 cm between frames
 WINDOW_FRACTION = 0.5  # side of the registered window, as a fraction of the image
 BOLUS_ARRIVAL_FRACTION = 0.1  # of the peak enhancement in the heart window
-PD_BRIGHTNESS_RATIO = 1.5  # a leading frame this much brighter than typical is proton density
+PD_BRIGHTNESS_RATIO = 1.5  # leading frames this much brighter than the next are proton density
+MAX_PD_FRAMES = 5
 SMOOTH_SIGMA_PX = 1.0  # denoising before registration
 PRE_BOLUS_ROUNDS = 2  # re-registrations of the pre-bolus frames to their own median
 
@@ -125,12 +126,18 @@ def estimate_study_motion(study, progress=None) -> list[MotionResult]:
 
 
 def proton_density_frames(frames: np.ndarray) -> np.ndarray:
-    """Boolean (T,): the leading run of frames much brighter than the typical frame."""
+    """Boolean (T,): the leading run of frames much brighter than the frames just after it.
+
+    Compared with the next few frames (pre-contrast), not the whole series,
+    whose enhanced frames can be nearly as bright as proton-density ones.
+    """
     means = frames.mean(axis=(1, 2))
-    bright = means > PD_BRIGHTNESS_RATIO * np.median(means)
-    leading = np.logical_and.accumulate(bright)
-    # Never discard the whole series.
-    return leading if not leading.all() else np.zeros_like(leading)
+    leading = np.zeros(means.size, dtype=bool)
+    for n in range(1, min(MAX_PD_FRAMES, means.size - 3) + 1):
+        if means[:n].min() > PD_BRIGHTNESS_RATIO * np.median(means[n : n + 3]):
+            leading[:] = False
+            leading[:n] = True
+    return leading
 
 
 def _has_structure(frames: np.ndarray) -> bool:

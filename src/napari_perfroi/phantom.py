@@ -53,6 +53,7 @@ from .study import MYOCARDIUM, Study, slice_levels_for
 
 DEFECTS = ("lad", "rca", "lcx")
 SIGNAL_MODELS = ("saturation_recovery", "linear")
+TISSUE_MODELS = ("fermi", "2cxm")
 _CURVE_DT_S = 0.05
 
 
@@ -177,6 +178,16 @@ class PhantomParams:
     through_plane_scale: float  # relative in-plane size change at full inspiration
     liver_motion_factor: float
     detail_seed: int
+    # myocardial tissue model ("fermi": Fermi residue, "2cxm": two-compartment exchange
+    # with ps_ml_min_g, plasma_volume, interstitial_volume)
+    tissue_model: str
+    fermi_k_per_s: float  # Fermi residue roll-off rate
+    fermi_tau0_s: float  # Fermi residue plateau before the roll-off
+    # separate AIF series (dual-sequence): short saturation time, coarse pixels
+    aif_series: bool
+    aif_saturation_time_s: float
+    aif_block: int  # AIF pixel = aif_block x aif_block image pixels
+    aif_snr: float  # LV blood peak signal over noise SD in the AIF series (per image pixel)
 
 
 @dataclass
@@ -184,7 +195,7 @@ class Phantom:
     """A generated study: ``image`` (S, T, Y, X) uint16, store attributes and truth."""
 
     image: np.ndarray
-    attrs: dict[str, Any]  # keyword arguments of Study.create
+    attrs: dict[str, Any]  # keyword arguments of Study.create (with aif_image, aif_series)
     extra: dict[str, Any]  # Study.create extra_attrs: DICOM geometry and scalar truth
     truth: dict[str, np.ndarray]  # arrays written as truth/<name>
     params: PhantomParams
@@ -318,7 +329,7 @@ def sample_params(
         spine_semi_axes_mm=spine_axes,
         signal_model="saturation_recovery",
         t1_s={
-            "blood": u(1.4, 2.0), "myocardium": u(0.9, 1.35), "fat": u(0.25, 0.4),
+            "blood": u(1.55, 1.75), "myocardium": u(0.98, 1.12), "fat": u(0.25, 0.4),
             "muscle": u(0.85, 1.3), "lung": u(1.0, 1.4), "liver": u(0.5, 0.85),
             "marrow": u(0.4, 0.9), "mediastinum": u(0.35, 0.8),
         },
@@ -370,6 +381,13 @@ def sample_params(
         through_plane_scale=u(0.0, 0.04),
         liver_motion_factor=u(1.0, 1.5),
         detail_seed=int(rng.integers(2**31)),
+        tissue_model="fermi",
+        fermi_k_per_s=u(0.06, 0.25),
+        fermi_tau0_s=u(0.0, 3.0),
+        aif_series=True,
+        aif_saturation_time_s=u(0.004, 0.01),
+        aif_block=int(np.clip(round(5.0 / pixel_spacing), 2, 3)),
+        aif_snr=u(40.0, 120.0),
     )
     values = {field.name: getattr(drawn, field.name) for field in dataclasses.fields(drawn)}
     values.update(overrides)
@@ -422,13 +440,18 @@ def generate_phantom(seed: int, defect: str | None = None, **overrides) -> Phant
     p = sample_params(np.random.default_rng(int(seed)), defect, **overrides)
     if p.signal_model not in SIGNAL_MODELS:
         raise InputError(f"unknown signal_model {p.signal_model!r}: expected {SIGNAL_MODELS}")
+    if p.tissue_model not in TISSUE_MODELS:
+        raise InputError(f"unknown tissue_model {p.tissue_model!r}: expected {TISSUE_MODELS}")
     if sorted(p.acquisition_order) != list(range(p.n_slices)):
         raise InputError("acquisition_order must give each of the n_slices slices one slot")
     detail = np.random.default_rng(p.detail_seed)
 
     levels = slice_levels_for(p.n_slices)
     times = _frame_times(p, detail)
-    curves = _concentration_curves(p, times)
+    # The AIF series is read in the same beats as the first slice read out.
+    aif_times = times[p.acquisition_order.index(0)]
+    all_curves = _concentration_curves(p, np.vstack([times, aif_times]))
+    curves = {name: c[: p.n_slices] for name, c in all_curves.items()}
     reference = _reference_frames(p, curves, levels)
     orientation = _orientation(p)
     shift_mm, inspiration = _breathing(p, times, orientation, detail)
@@ -457,7 +480,38 @@ def generate_phantom(seed: int, defect: str | None = None, **overrides) -> Phant
     geometry = _dicom_geometry(p, orientation, centres)
     attrs = _store_attrs(p, seed, times, levels, reference, geometry)
     extra = _extra_attrs(p, seed, geometry, centres, slices, curves, signal)
+    extra["saturation_time_s"] = p.saturation_time_s  # recorded by the scanner
+    if p.aif_series:
+        aif_curves = {name: c[p.n_slices :] for name, c in all_curves.items()}
+        attrs["aif_image"] = _aif_series_image(
+            p, slices[0], centres[0], motion[0], shift_mm[0], scale[0], aif_curves
+        )
+        attrs["aif_series"] = {
+            "frame_times_s": np.round(aif_times, 4).tolist(),
+            "pixel_spacing_mm": [p.pixel_spacing_mm * p.aif_block] * 2,
+            "slice": 0,
+            "origin_px": [(p.aif_block - 1) / 2.0] * 2,
+            "saturation_time_s": p.aif_saturation_time_s,
+        }
     return Phantom(image=image, attrs=attrs, extra=extra, truth=truth, params=p)
+
+
+def _aif_series_image(p, anatomy, centre, motion, shift_mm, scale, aif_curves) -> np.ndarray:
+    """The separate AIF series of slice 0 (T, Y/b, X/b) uint16: short saturation time,
+    b x b coarser pixels, its own noise (a generator of its own, so the main
+    image does not depend on whether the AIF series is made)."""
+    rng = np.random.default_rng(p.detail_seed + 1)
+    short = dataclasses.replace(p, saturation_time_s=p.aif_saturation_time_s)
+    signal = _tissue_signals(short, aif_curves)
+    frames, _ = _render_slice(p, anatomy, centre, motion, shift_mm, scale, signal, 0, rng)
+    b = p.aif_block
+    n_t, n_y, n_x = frames.shape
+    frames = frames[:, : n_y // b * b, : n_x // b * b]
+    coarse = frames.reshape(n_t, n_y // b, b, n_x // b, b).mean(axis=(2, 4))
+    blood_peak = float(_signal_of(short, "blood", p.lv_peak_mmol))
+    noise = rng.standard_normal((2, *coarse.shape)) * (blood_peak / p.aif_snr / b)
+    magnitude = np.hypot(coarse + noise[0], noise[1])
+    return np.clip(np.rint(magnitude * p.intensity_peak / blood_peak), 0, 65535).astype(np.uint16)
 
 
 def write_phantom(
@@ -538,6 +592,11 @@ def _two_compartment_response(t, fp, ps, vp, ve):
     return np.real(np.exp(np.outer(t, rates)) @ weights)
 
 
+def _fermi_response(t, fp, k, tau0):
+    """Fermi residue scaled to start at the plasma flow ``fp`` (1/s), on times ``t`` >= 0."""
+    return fp * (1.0 + np.exp(-k * tau0)) / (1.0 + np.exp(k * (t - tau0)))
+
+
 def _concentration_curves(p: PhantomParams, times: np.ndarray) -> dict[str, Any]:
     """Concentration (mmol/L) of every tissue at the frame times (S, T); segments (S, 16, T).
 
@@ -570,8 +629,11 @@ def _concentration_curves(p: PhantomParams, times: np.ndarray) -> dict[str, Any]
 
     def myocardium(mbf):
         fp = mbf * TISSUE_DENSITY_G_ML / 60.0 * (1.0 - p.hematocrit)
-        ps = p.ps_ml_min_g * TISSUE_DENSITY_G_ML / 60.0
-        h = _two_compartment_response(response_t, fp, ps, p.plasma_volume, p.interstitial_volume)
+        if p.tissue_model == "2cxm":
+            ps = p.ps_ml_min_g * TISSUE_DENSITY_G_ML / 60.0
+            h = _two_compartment_response(response_t, fp, ps, p.plasma_volume, p.interstitial_volume)
+        else:
+            h = _fermi_response(response_t, fp, p.fermi_k_per_s, p.fermi_tau0_s)
         # Trapezoid rule; the input is zero at the start of the grid.
         return (fftconvolve(tissue_input, h)[: t.size] - 0.5 * h[0] * tissue_input) * _CURVE_DT_S
 
@@ -1309,9 +1371,14 @@ def _extra_attrs(p, seed, geometry, centres, anatomies, curves, signal):
         "aif": curves["plasma"][aif_slice].tolist(),
         "aif_blood": curves["lv"][aif_slice].tolist(),
         "hematocrit": p.hematocrit,
-        "tissue_model": "two-compartment exchange (2CXM): plasma flow Fp = MBF * 1.05 / 60 * "
-        "(1 - hematocrit) 1/s, PS, vp, ve from parameters; input = plasma AIF delayed by "
-        "tissue_delay_s; papillary muscles perfused as the segment they stand in",
+        "tissue_model": (
+            "Fermi residue R(t) = Fp (1 + exp(-k tau0)) / (1 + exp(k (t - tau0))), k = "
+            f"{p.fermi_k_per_s:.3f} 1/s, tau0 = {p.fermi_tau0_s:.2f} s"
+            if p.tissue_model == "fermi"
+            else "two-compartment exchange (2CXM) with PS, vp, ve from parameters"
+        )
+        + "; plasma flow Fp = MBF * 1.05 / 60 * (1 - hematocrit) 1/s; input = plasma AIF "
+        "delayed by tissue_delay_s; papillary muscles perfused as the segment they stand in",
         "signal_model": {
             "description": (
                 "S = gain * coil * PD * (1 - exp(-TS * (1/T1 + r1 * C))) per tissue, "

@@ -29,11 +29,30 @@ def _roi(study, progress, options):
     return propose_study(study, DEFAULT_MARGIN_MM if margin_mm is None else margin_mm, progress)
 
 
+def _flow(study, progress, options):
+    from .flow import compute_flow
+
+    return compute_flow(study, progress, **options)
+
+
+def _aha(study, progress, options):
+    from .flow import compute_segments
+
+    return compute_segments(study, progress, **options)
+
+
 # Step name -> function(study, progress, options) that reads its inputs from the
 # study, writes its outputs back and returns a one-line summary; in run order.
-STEPS: dict[str, Callable] = {"motion": _motion, "segment": _segment, "roi": _roi}
+STEPS: dict[str, Callable] = {
+    "motion": _motion, "segment": _segment, "roi": _roi, "flow": _flow, "aha": _aha,
+}
 # Step -> the arrays it needs and the steps that write them.
-PREREQUISITES = {"segment": {"motion": "motion"}, "roi": {"motion": "motion", "labels": "segment"}}
+PREREQUISITES = {
+    "segment": {"motion": "motion"},
+    "roi": {"motion": "motion", "labels": "segment"},
+    "flow": {"motion": "motion", "labels": "segment"},
+    "aha": {"motion": "motion", "labels": "segment", "mbf": "flow"},
+}
 
 
 def parse_steps(text: str) -> list[str]:
@@ -76,6 +95,7 @@ def run_step(
 
     ``progress(done, total)`` may raise (e.g. :class:`~.progress.Cancelled`)
     to stop the step before it writes anything. Options: ``model`` (weights
-    path) and ``device`` for segment, ``margin_mm`` for roi.
+    path) and ``device`` for segment, ``margin_mm`` for roi, ``hematocrit``,
+    ``t1_blood_s`` and ``t1_myocardium_s`` for flow.
     """
     return STEPS[name](study, progress, options)

@@ -1,10 +1,36 @@
-"""Summaries and pictures of a study store (PNG via matplotlib's Agg backend)."""
+"""Summaries and pictures of a study store (PNG via matplotlib's Agg backend).
+
+The flow report (``perfroi report``) is drawn from the ``report`` attribute the
+analysis writes: an AHA 16-segment bullseye, AIF and tissue curves, a
+per-segment CSV table and the report as JSON. Figures are built on
+``matplotlib.figure.Figure`` without pyplot, so they are safe to draw from a
+worker thread and never change the GUI's matplotlib backend.
+"""
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+import math
+import os
+import uuid
+from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from .aha import LEVEL_SEGMENTS, TERRITORIES
+from .study import StoreError, atomic_write_text
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.colors import Colormap
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Wedge
+
+    from .study import Study
 
 
 def montage_frames(n_frames: int, n_columns: int) -> list[int]:
@@ -103,3 +129,324 @@ def _describe_source(source: dict) -> str:
         f"frames ordered by {source['time_source']}" if "time_source" in source else "",
     ]
     return f"{source.get('format', source.get('importer', '?'))}: " + "; ".join(p for p in parts if p)
+
+
+# ---------------------------------------------------------------- flow report
+
+REPORT_FILES = ("bullseye.png", "segments.csv", "report.json", "curves.png")
+# Report entries the outputs are drawn from (the analysis writes more).
+REQUIRED_REPORT_KEYS = (
+    "model", "flow", "hematocrit", "aif", "aif_times_s",
+    "segment_mbf", "segment_stats", "segment_curves", "global_mbf",
+)
+SEGMENT_COLUMNS = ("segment", "name", "level", "territory", "mbf", "mean", "median", "sd", "pixels")
+_SIX_WALLS = ("anterior", "anteroseptal", "inferoseptal", "inferior", "inferolateral",
+              "anterolateral")
+_WALLS = {
+    "basal": _SIX_WALLS, "mid": _SIX_WALLS, "apical": ("anterior", "septal", "inferior", "lateral"),
+}
+SEGMENT_LEVEL = {seg: level for level, segs in LEVEL_SEGMENTS.items() for seg in segs}
+SEGMENT_NAMES = {
+    seg: f"{level} {wall}"
+    for level, segs in LEVEL_SEGMENTS.items() for seg, wall in zip(segs, _WALLS[level])
+}
+SEGMENT_TERRITORY = {seg: name for name, segs in TERRITORIES.items() for seg in segs}
+TERRITORY_NAMES = {"lad": "LAD", "rca": "RCA", "lcx": "LCx"}
+
+# Bullseye rings in data units: apex disc in the centre, basal ring outermost.
+BULLSEYE_RINGS = {"apical": (0.0, 1.0), "mid": (1.0, 2.0), "basal": (2.0, 3.0)}
+BULLSEYE_RADIUS = 3.0
+_HIGHLIGHT_COLOUR = "#00e5ff"
+
+
+def bullseye_wedge(segment: int) -> tuple[float, float, float, float]:
+    """(inner radius, outer radius, start angle, end angle) of a segment in the bullseye.
+
+    Angles are degrees counter-clockwise from +x: segment 1 (13) is centred at
+    the top and the numbers run counter-clockwise, so the septum is on the left.
+    """
+    level = SEGMENT_LEVEL[segment]
+    segments = LEVEL_SEGMENTS[level]
+    width = 360.0 / len(segments)
+    centre = 90.0 + width * segments.index(segment)
+    return (*BULLSEYE_RINGS[level], centre - width / 2, centre + width / 2)
+
+
+def bullseye_segment_at(x: float, y: float) -> int | None:
+    """The segment under point (x, y) in the bullseye's data coordinates; None outside."""
+    radius = math.hypot(x, y)
+    if not radius <= BULLSEYE_RADIUS:  # also rejects NaN
+        return None
+    level = next(name for name, (_, outer) in BULLSEYE_RINGS.items() if radius <= outer)
+    segments = LEVEL_SEGMENTS[level]
+    width = 360.0 / len(segments)
+    # Angle from the start of the first segment, counter-clockwise.
+    turned = (math.degrees(math.atan2(y, x)) - 90.0 + width / 2) % 360.0
+    return segments[min(int(turned // width), len(segments) - 1)]
+
+
+def draw_bullseye(
+    ax: Axes,
+    segment_values: Iterable[float | None],
+    *,
+    vmin: float = 0.0,
+    vmax: float = 6.0,
+    cmap: str | Colormap = "inferno",
+    highlight: int | None = None,
+    units: str = "mL/min/g",
+    colorbar: bool = True,
+) -> dict[int, Wedge]:
+    """Draw the AHA 16-segment bullseye of ``segment_values`` (segments 1-16) on ``ax``.
+
+    Each segment shows its value (1 decimal) on a fixed colour scale; None
+    (not imaged) is grey and hatched. ``highlight`` outlines one segment.
+    ``colorbar`` adds a colour bar labelled with ``units`` (leave it out when
+    redrawing the same axes). Returns the wedge of each segment; map a click
+    to a segment with :func:`bullseye_segment_at`.
+    """
+    import matplotlib
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+    from matplotlib.patches import Wedge
+
+    values = list(segment_values)
+    if len(values) != 16:
+        raise ValueError(f"expected 16 segment values, got {len(values)}")
+    colours = matplotlib.colormaps[cmap] if isinstance(cmap, str) else cmap
+    norm = Normalize(vmin, vmax, clip=True)
+    wedges = {}
+    for segment, value in zip(range(1, 17), values):
+        inner, outer, start, end = bullseye_wedge(segment)
+        imaged = value is not None and math.isfinite(value)
+        wedge = Wedge(
+            (0, 0), outer, start, end, width=outer - inner,
+            facecolor=colours(norm(value)) if imaged else "0.88",
+            edgecolor="white" if imaged else "0.45", hatch=None if imaged else "///",
+            linewidth=1.2,
+        )
+        ax.add_patch(wedge)
+        wedges[segment] = wedge
+        if imaged:
+            middle = math.radians((start + end) / 2)
+            text_radius = (inner + outer) / 2 if inner else 0.58 * outer
+            red, green, blue, _ = wedge.get_facecolor()
+            ax.text(
+                text_radius * math.cos(middle), text_radius * math.sin(middle), f"{value:.1f}",
+                ha="center", va="center", fontsize=9, fontweight="bold",
+                color="black" if 0.299 * red + 0.587 * green + 0.114 * blue > 0.5 else "white",
+            )
+    if highlight is not None:
+        inner, outer, start, end = bullseye_wedge(highlight)
+        ax.add_patch(Wedge((0, 0), outer, start, end, width=outer - inner, fill=False,
+                           edgecolor=_HIGHLIGHT_COLOUR, linewidth=3.5, zorder=3))
+    edge = BULLSEYE_RADIUS + 0.25
+    for x, y, wall in ((0, edge, "anterior"), (-edge, 0, "septal"),
+                       (0, -edge, "inferior"), (edge, 0, "lateral")):
+        ax.text(x, y, wall, ha="center", va="center", fontsize=8, color="0.3",
+                rotation=90 if x else 0)
+    if not all(value is not None and math.isfinite(value) for value in values):
+        ax.text(0, -edge - 0.35, "hatched: not imaged", ha="center", va="center",
+                fontsize=7, color="0.3")
+    limit = BULLSEYE_RADIUS + 0.6
+    ax.set_xlim(-limit, limit)
+    ax.set_ylim(-limit, limit)
+    ax.set_aspect("equal")
+    ax.set_axis_off()
+    if colorbar:
+        ax.figure.colorbar(ScalarMappable(norm, colours), ax=ax, shrink=0.75,
+                           extend="max", label=units)
+    return wedges
+
+
+def draw_curves(
+    ax: Axes,
+    report: dict[str, Any],
+    segments: Iterable[int] | None = None,
+    highlight: int | None = None,
+) -> Axes:
+    """Draw the AIF and per-segment tissue curves of a flow ``report`` on ``ax``.
+
+    Measured tissue concentration is drawn as markers, the fitted model as
+    lines, against time in s; the plasma AIF, about ten times higher, goes on
+    a second y axis (returned). ``segments`` picks segments (default: all
+    with curves); ``highlight`` emphasises one.
+    """
+    from matplotlib.lines import Line2D
+
+    curves = report["segment_curves"]
+    chosen = [s for s in (range(1, 17) if segments is None else segments) if curves[s - 1]]
+    handles = []
+    for segment in chosen:
+        curve = curves[segment - 1]
+        colour = _segment_colour(segment)
+        emphasis = 1.0 if highlight in (None, segment) else 0.3
+        width = 2.6 if segment == highlight else 1.3
+        ax.plot(curve["times_s"], curve["tissue"], "o", markersize=3.5 if emphasis == 1 else 2.5,
+                color=colour, alpha=emphasis, linewidth=0)
+        ax.plot(curve["times_s"], curve["fitted"], "-", color=colour, alpha=emphasis,
+                linewidth=width, zorder=3 if segment == highlight else 2)
+        handles.append(Line2D([], [], color=colour, marker="o", markersize=3.5, linewidth=width,
+                              alpha=emphasis, label=f"{segment} {SEGMENT_NAMES[segment]}"))
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("tissue concentration (mmol/L)")
+    aif_ax = ax.twinx()
+    (aif_line,) = aif_ax.plot(report["aif_times_s"], report["aif"], "--", color="black",
+                              linewidth=1.4, label="AIF, plasma (right axis)")
+    aif_ax.set_ylabel("AIF plasma concentration (mmol/L)")
+    ax.set_ylim(bottom=min(0.0, ax.get_ylim()[0]))
+    aif_ax.set_ylim(bottom=min(0.0, aif_ax.get_ylim()[0]))
+    aif_ax.legend(handles=[aif_line, *handles], fontsize=7, loc="upper right",
+                  ncol=1 + len(handles) // 7, title="markers: measured, lines: model fit",
+                  title_fontsize=7)
+    return aif_ax
+
+
+def flow_report(study: Study) -> dict[str, Any]:
+    """The study's flow report (the ``report`` attribute); :class:`StoreError` if absent."""
+    report = study.attrs.get("report")
+    rerun = f"run `perfroi analyze {study.path} --steps flow,aha`"
+    if not report:
+        raise StoreError(f"{study.path}: no flow report yet; {rerun} first")
+    missing = [key for key in REQUIRED_REPORT_KEYS if key not in report]
+    if missing:
+        raise StoreError(f"{study.path}: flow report lacks {', '.join(missing)}; {rerun} again")
+    for key in ("segment_mbf", "segment_stats", "segment_curves"):
+        if not isinstance(report[key], list) or len(report[key]) != 16:
+            raise StoreError(f"{study.path}: flow report {key} must have 16 entries; {rerun} again")
+    return report
+
+
+def segment_table(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per AHA segment 1-16 (:data:`SEGMENT_COLUMNS`); None where not imaged.
+
+    ``mbf`` is the flow fitted to the segment's mean curve; ``mean``,
+    ``median``, ``sd`` and ``pixels`` describe the pixel-wise map.
+    """
+    rows = []
+    for segment, mbf, stats in zip(range(1, 17), report["segment_mbf"], report["segment_stats"]):
+        stats = stats or {}
+        rows.append({
+            "segment": segment,
+            "name": SEGMENT_NAMES[segment],
+            "level": SEGMENT_LEVEL[segment],
+            "territory": SEGMENT_TERRITORY[segment],
+            "mbf": mbf,
+            **{key: stats.get(key) for key in ("mean", "median", "sd")},
+            "pixels": int(stats.get("pixels") or 0),
+        })
+    return rows
+
+
+def write_report(study: Study, out_dir: str | Path) -> list[Path]:
+    """Write bullseye.png, segments.csv, report.json and curves.png into ``out_dir``.
+
+    Each file is replaced atomically. Raises :class:`StoreError` when the
+    study has no flow report yet.
+    """
+    report = flow_report(study)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    bullseye, table, document, curves = (out_dir / name for name in REPORT_FILES)
+    _save_figure(_bullseye_figure(study.name, report), bullseye)
+    atomic_write_text(table, _segments_csv(segment_table(report)))
+    head = {key: report[key] for key in ("model", "flow", "hematocrit")}
+    atomic_write_text(document, json.dumps(
+        _json_safe({"study": study.name, **head, **report}), indent=2, allow_nan=False) + "\n")
+    _save_figure(_curves_figure(study.name, report), curves)
+    return [bullseye, table, document, curves]
+
+
+def _segment_colour(segment: int) -> tuple[float, ...]:
+    """Colour by position in the ring, so basal and mid walls match (anterior blue, ...)."""
+    import matplotlib
+
+    return matplotlib.colormaps["tab10"](LEVEL_SEGMENTS[SEGMENT_LEVEL[segment]].index(segment))
+
+
+def _flow_summary(report: dict[str, Any]) -> str:
+    return (f"{report['flow']} flow, hematocrit {report['hematocrit']:.2f}\n"
+            f"model: {report['model']}")
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None or not math.isfinite(value) else f"{value:.2f}"
+
+
+def _bullseye_figure(name: str, report: dict[str, Any]) -> Figure:
+    from matplotlib.figure import Figure
+
+    units = report.get("units", "mL/min/g")
+    fig = Figure(figsize=(6.4, 5.6), layout="constrained")
+    ax = fig.add_subplot()
+    draw_bullseye(ax, report["segment_mbf"], units=f"MBF ({units})")
+    summary = f"global {_number(report['global_mbf'])} {units}"
+    territories = report.get("territory_mbf") or {}
+    if territories:
+        summary += "; " + ", ".join(
+            f"{TERRITORY_NAMES[key]} {_number(value)}" for key, value in territories.items()
+        )
+    if report.get("lowest_territory"):
+        summary += f" (lowest {TERRITORY_NAMES[report['lowest_territory']]})"
+    fig.suptitle(f"{name}: MBF per AHA segment, fitted to the segment mean curves\n"
+                 f"{_flow_summary(report)}\n{summary}", fontsize=9)
+    if report.get("qa"):
+        fig.text(0.02, 0.01, "QA: " + "; ".join(report["qa"]), fontsize=7, color="firebrick",
+                 wrap=True)
+    return fig
+
+
+def _curves_figure(name: str, report: dict[str, Any]) -> Figure:
+    """One panel per slice level that has curves (AIF only when none has)."""
+    from matplotlib.figure import Figure
+
+    curves = report["segment_curves"]
+    panels = [(level, [s for s in segs if curves[s - 1]]) for level, segs in LEVEL_SEGMENTS.items()]
+    panels = [(level, segs) for level, segs in panels if segs] or [("no tissue curves", [])]
+    fig = Figure(figsize=(8.0, 0.6 + 3.2 * len(panels)), layout="constrained")
+    axes = fig.subplots(len(panels), 1, squeeze=False, sharex=True)[:, 0]
+    for ax, (level, segments) in zip(axes, panels):
+        draw_curves(ax, report, segments)
+        slices = sorted({curves[s - 1]["slice"] for s in segments})
+        where = f" (slice {', '.join(map(str, slices))})" if slices else ""
+        ax.set_title(f"{level}{where}", fontsize=9)
+    for ax in axes[:-1]:
+        ax.set_xlabel("")
+    fig.suptitle(f"{name}: AIF and tissue curves\n{_flow_summary(report)}", fontsize=9)
+    return fig
+
+
+def _save_figure(fig: Figure, path: Path) -> None:
+    """Save ``fig`` as PNG under a temporary name beside ``path``, then rename it into place."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        fig.savefig(tmp, format="png", dpi=120)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _segments_csv(rows: list[dict[str, Any]]) -> str:
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=SEGMENT_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({key: _cell(value) for key, value in row.items()})
+    return text.getvalue()
+
+
+def _cell(value: Any) -> Any:
+    """A CSV cell: empty for missing or non-finite values, floats with 4 decimals."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return ""
+    return f"{value:.4f}" if isinstance(value, float) else value
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` with NaN and infinities as null, so the file is strict JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(item) for item in value]
+    return value

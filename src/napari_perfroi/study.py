@@ -46,8 +46,12 @@ DERIVED_ARRAYS = {
     "roi_state": ("uint8", "ST"),
     "motion": ("float32", "ST2"),
     "mbf": ("float32", "SYX"),
+    "mbf_fit_error": ("float32", "SYX"),
+    "aif_mask": ("uint8", "SYX"),
     "aha": ("uint8", "SYX"),
 }
+# Raw inputs, written once by create and never modified.
+RAW_ARRAYS = ("image", "aif_image")
 ROI_STATES = {0: "none", 1: "proposed", 2: "edited", 3: "propagated", 4: "accepted"}
 # Values of the labels array (papillary muscles are LV blood pool).
 BACKGROUND, LV_BLOOD, MYOCARDIUM, RV_BLOOD = 0, 1, 2, 3
@@ -91,9 +95,15 @@ class Study:
         hematocrit: float = 0.45,
         reference_frame: list[int] | None = None,
         extra_attrs: dict[str, Any] | None = None,
+        aif_image: np.ndarray | None = None,
+        aif_series: dict[str, Any] | None = None,
         overwrite: bool = False,
     ) -> Study:
         """Write a new store with its raw ``image`` (S, T, Y, X).
+
+        ``aif_image`` (T, Ya, Xa), with its ``aif_series`` attribute, is an
+        optional separate AIF image series of a dual-sequence acquisition
+        (see :func:`check_aif_series`).
 
         ``extra_attrs`` are merged into the ``perfroi`` attribute (e.g. the
         optional ``image_orientation_patient`` [6] and ``image_position_patient``
@@ -131,6 +141,12 @@ class Study:
             "steps": {},
             **(extra_attrs or {}),
         }
+        if (aif_image is None) != (aif_series is None):
+            raise StoreError(f"{path}: aif_image and aif_series go together")
+        if aif_image is not None:
+            aif_image = np.asarray(aif_image)
+            attrs["aif_series"] = aif_series
+            check_aif_series(path, aif_series, aif_image.shape, aif_image.dtype)
         _check_attrs(path, attrs, image.shape)
         staging = path.with_name(f"{_STAGING_PREFIX}{path.name}-{uuid.uuid4().hex[:8]}")
         try:
@@ -143,6 +159,11 @@ class Study:
                 chunks=(1, 1) + image.shape[2:], fill_value=0,
             )
             arr[...] = image
+            if aif_image is not None:
+                root.create_array(
+                    "aif_image", shape=aif_image.shape, dtype=aif_image.dtype,
+                    chunks=aif_image.shape, fill_value=0,
+                )[...] = aif_image
             replace_dir(staging, path)  # the old store stays whole until the swap
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -177,8 +198,11 @@ class Study:
         try:
             _check_attrs(self.path, attrs, self.shape)
             for name in self.arrays():
-                if name != "image":
+                if name not in RAW_ARRAYS:
                     self._check_derived(name, _array_meta(self.path / name))
+            if self.has("aif_image") or "aif_series" in attrs:
+                meta = _array_meta(self.path / "aif_image")
+                check_aif_series(self.path, attrs.get("aif_series"), meta.shape, meta.dtype)
         except StoreError:
             raise
         except (OSError, ValueError, TypeError, KeyError) as exc:
@@ -233,7 +257,7 @@ class Study:
 
         if not self.has(name):
             raise StoreError(f"{self.path}: array '{name}' is missing")
-        mode = "r+" if self.writable and name != "image" else "r"
+        mode = "r+" if self.writable and name not in RAW_ARRAYS else "r"
         return zarr.open_array(self.path / name, mode=mode, zarr_format=3)
 
     def has(self, name: str) -> bool:
@@ -259,11 +283,12 @@ class Study:
     def write(self, name: str, data: np.ndarray) -> None:
         """Write (or replace) array ``name``; readers never see a partial array.
 
-        ``image`` cannot be written: raw intensities are never modified.
+        Raw inputs (``image``, ``aif_image``) cannot be written: raw
+        intensities are never modified.
         """
         self._require_writable()
-        if name == "image":
-            raise StoreError(f"{self.path}: the raw image is never modified")
+        if name in RAW_ARRAYS:
+            raise StoreError(f"{self.path}: the raw '{name}' is never modified")
         data = np.asarray(data)
         self._check_derived(name, data)
         import zarr
@@ -345,6 +370,29 @@ def _check_attrs(path: Path, attrs: dict[str, Any], shape: tuple[int, ...]) -> N
     bad_levels = set(attrs["slice_levels"]) - set(SLICE_LEVELS)
     if bad_levels:
         raise StoreError(f"{path}: unknown slice level {sorted(bad_levels)}")
+
+
+def check_aif_series(path: Path, series: Any, shape: tuple[int, ...], dtype) -> None:
+    """Check a separate AIF series: ``aif_image`` (T, Ya, Xa) and its attribute.
+
+    ``aif_series`` = {``frame_times_s`` [T] (same clock as ``frame_times_s``),
+    ``pixel_spacing_mm`` [row, col], ``slice`` (the image slice it lies in),
+    ``origin_px`` [row, col] (where the centre of its pixel (0, 0) falls in
+    that slice's pixel coordinates), ``saturation_time_s`` (None if unknown)}.
+    """
+    if not isinstance(series, dict):
+        raise StoreError(f"{path}: aif_image needs an 'aif_series' attribute")
+    missing = [k for k in ("frame_times_s", "pixel_spacing_mm", "slice", "origin_px", "saturation_time_s")
+               if k not in series]
+    if missing:
+        raise StoreError(f"{path}: aif_series lacks {', '.join(missing)}")
+    if len(shape) != 3 or np.dtype(dtype) not in (np.uint16, np.float32):
+        raise StoreError(f"{path}: aif_image must be uint16 or float32 (T, rows, cols), got {dtype} {shape}")
+    times = np.asarray(series["frame_times_s"], dtype=float)
+    if times.shape != (shape[0],) or np.any(np.diff(times) <= 0):
+        raise StoreError(f"{path}: aif_series frame_times_s must be {shape[0]} increasing times")
+    if len(series["pixel_spacing_mm"]) != 2 or min(series["pixel_spacing_mm"]) <= 0:
+        raise StoreError(f"{path}: aif_series pixel_spacing_mm must be two positive numbers")
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -1,0 +1,495 @@
+"""The flow step: signal to concentration, the AIF, and the pixel-wise MBF map.
+
+Everything here works in each slice's reference-frame geometry: a pixel
+``p`` of the reference frame is read in frame ``t`` at ``p + motion[s, t]``
+(bilinear), so the curves are motion-corrected without resampling the image.
+
+Signal to concentration (saturation recovery, ``S = M (1 - exp(-TS R1))``):
+``M`` comes from the pre-contrast baseline ``S0`` and an assumed native T1
+(``S0 = M (1 - exp(-TS / T1))``), then ``R1 = -ln(1 - S / M) / TS`` and
+``C = (R1 - 1 / T1) / r1``. Without a known saturation time the linear model
+``C = (S / S0 - 1) / (T1 r1)`` is used. The relaxivity ``r1`` scales AIF and
+tissue alike, so it cancels from the flow. Proton-density frames are left out.
+
+The AIF comes, in order of preference, from a manual ROI (``aif_mask`` with
+the ``aif_roi`` attribute "manual"), the separate AIF image series of a
+dual-sequence acquisition, or automatically from a robust core of the LV
+blood pool on the slice with the largest core. The blood AIF is converted to
+plasma with the hematocrit inside :func:`~napari_perfroi.perfusion.fermi_flow`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
+from scipy import ndimage
+
+from .errors import InputError
+from .motion import proton_density_frames
+from .perfusion import MODEL_NAME, fermi_flow
+from .study import LV_BLOOD, MYOCARDIUM
+
+T1_BLOOD_S = 1.65  # native blood T1 at 1.5 T
+T1_MYOCARDIUM_S = 1.05  # native myocardial T1 at 1.5 T
+RELAXIVITY_PER_MM_S = 4.5  # gadolinium r1 at 1.5 T; cancels from the flow
+AIF_CORE_MM = 3.0  # AIF pixels lie at least this far inside the LV blood pool
+AIF_BRIGHTEST_FRACTION = 0.5  # of the core, by peak enhancement (drops papillary muscles)
+FOOT_FRACTION = 0.05  # the AIF foot: last frame below this fraction of the peak rise
+MIN_BASELINE_FRAMES = 2
+AIF_SOURCES = ("manual", "aif series", "auto")
+
+
+@dataclass(frozen=True)
+class FlowSettings:
+    """Parameters of the flow step (recorded with it)."""
+
+    hematocrit: float
+    t1_blood_s: float = T1_BLOOD_S
+    t1_myocardium_s: float = T1_MYOCARDIUM_S
+    relaxivity_per_mm_s: float = RELAXIVITY_PER_MM_S
+    flow: str = "blood"
+
+
+@dataclass
+class Aif:
+    """The arterial input: blood concentration at its own frame times."""
+
+    blood_mmol: np.ndarray  # (T,) blood concentration, baseline 0
+    times_s: np.ndarray  # (T,)
+    source: str  # one of AIF_SOURCES
+    slice: int
+    mask: np.ndarray  # (Y, X) bool, the image pixels of slice `slice` it came from
+    foot_s: float
+    peak_s: float
+
+
+# ----------------------------------------------------------------------------- conversion
+def signal_to_concentration(signal, baseline, t1_s: float, saturation_time_s: float | None,
+                            relaxivity_per_mm_s: float = RELAXIVITY_PER_MM_S) -> np.ndarray:
+    """Concentration [mmol/L] from signal ``(..., T)`` and its pre-contrast ``baseline (...)``."""
+    signal = np.asarray(signal, dtype=float)
+    baseline = np.asarray(baseline, dtype=float)[..., None]
+    r10 = 1.0 / t1_s
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if saturation_time_s is None:
+            r1 = r10 * signal / baseline
+        else:
+            ts = saturation_time_s
+            relative = signal / baseline * (1.0 - np.exp(-ts * r10))
+            # Beyond full recovery the signal is noise; cap just below it.
+            r1 = -np.log1p(-np.clip(relative, None, 1.0 - 1e-3)) / ts
+    return np.where(baseline > 0, (r1 - r10) / relaxivity_per_mm_s, np.nan)
+
+
+def bolus_foot(curve: np.ndarray, keep: np.ndarray) -> tuple[int, int]:
+    """(foot, peak) frame indices of a bolus ``curve`` over the frames ``keep``.
+
+    The foot is the last kept frame before the peak still below
+    ``FOOT_FRACTION`` of the rise from the first kept frame to the peak.
+    """
+    frames = np.flatnonzero(keep)
+    values = curve[frames]
+    peak = int(np.argmax(values))
+    start = float(np.median(values[: max(1, min(3, peak))]))
+    below = np.flatnonzero(values[: peak + 1] < start + FOOT_FRACTION * (values[peak] - start))
+    foot = int(below[-1]) if below.size else 0
+    return int(frames[foot]), int(frames[peak])
+
+
+def baseline_frames(times_s: np.ndarray, keep: np.ndarray, foot_s: float) -> np.ndarray:
+    """Kept frames before the bolus foot (at least the first two kept frames)."""
+    before = keep & (times_s <= foot_s)
+    if before.sum() < MIN_BASELINE_FRAMES:
+        before = keep & (np.cumsum(keep) <= MIN_BASELINE_FRAMES)
+    return before
+
+
+# ----------------------------------------------------------------------------- sampling
+def sample_moved(frames: np.ndarray, rows, cols, shifts, scale: float = 1.0,
+                 origin=(0.0, 0.0)) -> np.ndarray:
+    """Bilinear values (N, T) of reference pixels (rows, cols) in each frame (T, Y, X).
+
+    A reference pixel p lies at ``p + shifts[t]`` in frame t, in image pixels; for
+    another pixel grid (the AIF series), ``scale`` is image pixels per grid pixel
+    and ``origin`` the grid pixel (0, 0) in image pixels.
+    """
+    n_t, n_y, n_x = frames.shape
+    r = (np.asarray(rows, float)[:, None] + shifts[None, :, 0] - origin[0]) / scale
+    c = (np.asarray(cols, float)[:, None] + shifts[None, :, 1] - origin[1]) / scale
+    r = np.clip(r, 0.0, n_y - 1.0)
+    c = np.clip(c, 0.0, n_x - 1.0)
+    r0 = np.minimum(np.floor(r).astype(int), n_y - 2) if n_y > 1 else np.zeros(r.shape, int)
+    c0 = np.minimum(np.floor(c).astype(int), n_x - 2) if n_x > 1 else np.zeros(c.shape, int)
+    wr = r - r0
+    wc = c - c0
+    t = np.arange(n_t)[None, :]
+    r1 = np.minimum(r0 + 1, n_y - 1)
+    c1 = np.minimum(c0 + 1, n_x - 1)
+    return ((1 - wr) * ((1 - wc) * frames[t, r0, c0] + wc * frames[t, r0, c1])
+            + wr * ((1 - wc) * frames[t, r1, c0] + wc * frames[t, r1, c1]))
+
+
+# ----------------------------------------------------------------------------- AIF
+def lv_core(labels: np.ndarray, spacing_mm) -> np.ndarray:
+    """LV blood-pool pixels at least ``AIF_CORE_MM`` from anything else (Y, X bool)."""
+    blood = labels == LV_BLOOD
+    if not blood.any():
+        return blood
+    distance = ndimage.distance_transform_edt(blood, sampling=spacing_mm)
+    core = distance >= min(AIF_CORE_MM, 0.6 * distance.max())
+    # Keep the largest connected piece.
+    pieces, n = ndimage.label(core)
+    if n > 1:
+        sizes = ndimage.sum(core, pieces, index=np.arange(1, n + 1))
+        core = pieces == 1 + int(np.argmax(sizes))
+    return core
+
+
+def _brightest(curves: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """Pixels whose peak enhancement is in the top ``AIF_BRIGHTEST_FRACTION``."""
+    kept = curves[:, keep]
+    peak = kept.max(axis=1) - np.median(kept[:, :3], axis=1)
+    return peak >= np.quantile(peak, 1.0 - AIF_BRIGHTEST_FRACTION)
+
+
+def _aif_from_pixels(curves, times, keep, source, k, mask, settings, saturation_time_s) -> Aif:
+    signal = curves.mean(axis=0)
+    foot, peak = bolus_foot(signal, keep)
+    base = baseline_frames(times, keep, times[foot])
+    blood = signal_to_concentration(
+        signal, signal[base].mean(), settings.t1_blood_s, saturation_time_s,
+        settings.relaxivity_per_mm_s,
+    )
+    blood = np.where(keep, blood, np.nan)
+    return Aif(blood, times, source, k, mask, float(times[foot]), float(times[peak]))
+
+
+def find_aif(study, images, reference_labels: np.ndarray, motion: np.ndarray,
+             settings: FlowSettings) -> Aif:
+    """The study's AIF (see the module docstring for the order of sources)."""
+    attrs = study.attrs
+    spacing = study.pixel_spacing_mm
+    times_all = np.asarray(attrs["frame_times_s"], dtype=float)
+    if study.has("aif_mask") and attrs.get("aif_roi") == "manual":
+        masks = study.read("aif_mask").astype(bool)
+        drawn = [k for k in range(masks.shape[0]) if masks[k].any()]
+        if not drawn:
+            raise InputError(f"{study.path}: the manual AIF ROI is empty")
+        k = drawn[0]
+        frames = images[k]
+        rows, cols = np.nonzero(masks[k])
+        curves = sample_moved(frames, rows, cols, motion[k])
+        keep = ~proton_density_frames(frames)
+        return _aif_from_pixels(curves, times_all[k], keep, "manual", k, masks[k], settings,
+                                attrs.get("saturation_time_s"))
+
+    cores = [lv_core(reference_labels[k], spacing) for k in range(reference_labels.shape[0])]
+    if study.has("aif_image"):
+        series = attrs["aif_series"]
+        k = int(series["slice"])
+        if cores[k].any():
+            return _aif_from_series(study, images, series, cores[k], motion[k], settings)
+    sizes = [int(c.sum()) for c in cores]
+    k = int(np.argmax(sizes))
+    if sizes[k] == 0:
+        raise InputError(f"{study.path}: no LV blood pool in the labels to take the AIF from")
+    frames = images[k]
+    rows, cols = np.nonzero(cores[k])
+    curves = sample_moved(frames, rows, cols, motion[k])
+    keep = ~proton_density_frames(frames)
+    bright = _brightest(curves, keep)
+    mask = np.zeros_like(cores[k])
+    mask[rows[bright], cols[bright]] = True
+    return _aif_from_pixels(curves[bright], times_all[k], keep, "auto", k, mask, settings,
+                            attrs.get("saturation_time_s"))
+
+
+def _aif_from_series(study, images, series, core, shifts, settings) -> Aif:
+    """AIF from the separate AIF series: its pixels that lie wholly in the LV core."""
+    frames = study.read("aif_image").astype(float)
+    image_spacing = np.asarray(study.pixel_spacing_mm, dtype=float)
+    scale = np.asarray(series["pixel_spacing_mm"], dtype=float) / image_spacing
+    origin = np.asarray(series["origin_px"], dtype=float)
+    # Fraction of each AIF pixel's footprint inside the core, sampled on the image grid.
+    n_y, n_x = core.shape
+    rows, cols = np.mgrid[0:n_y, 0:n_x]
+    grid_r = np.floor((rows - origin[0]) / scale[0] + 0.5).astype(int)
+    grid_c = np.floor((cols - origin[1]) / scale[1] + 0.5).astype(int)
+    inside = (grid_r >= 0) & (grid_r < frames.shape[1]) & (grid_c >= 0) & (grid_c < frames.shape[2])
+    index = grid_r[inside] * frames.shape[2] + grid_c[inside]
+    footprint = np.bincount(index, minlength=frames.shape[1] * frames.shape[2])
+    in_core = np.bincount(index, weights=core[inside], minlength=footprint.size)
+    whole = (footprint > 0) & (in_core >= footprint)
+    if not whole.any():  # a small cavity: the AIF pixel most inside it
+        whole = in_core == in_core.max()
+    aif_rows, aif_cols = np.divmod(np.flatnonzero(whole), frames.shape[2])
+    # AIF pixel centres in image pixels, moved with the slice's motion.
+    centre_r = origin[0] + aif_rows * scale[0]
+    centre_c = origin[1] + aif_cols * scale[1]
+    curves = sample_moved(frames, centre_r, centre_c, shifts, scale=float(scale[0]),
+                          origin=(origin[0], origin[1]))
+    # Same sequence, same proton-density frames; they are hard to see in the dim AIF series.
+    keep = ~proton_density_frames(images[int(series["slice"])])
+    mask = np.isin(grid_r * frames.shape[2] + grid_c, np.flatnonzero(whole)) & inside & core
+    times = np.asarray(series["frame_times_s"], dtype=float)
+    return _aif_from_pixels(curves, times, keep, "aif series", int(series["slice"]), mask,
+                            settings, series.get("saturation_time_s"))
+
+
+def blood_t1_from_pd_frames(study, images, labels, motion, settings: FlowSettings,
+                            foot_s: float) -> float | None:
+    """Native blood T1 [s] relative to the assumed myocardial T1, from proton-density frames.
+
+    Per pixel, q = pre-contrast saturation-recovery signal / proton-density signal
+    = (1 - exp(-TS R1)) / c, with c the same for every tissue of a slice: proton
+    density and coil sensitivity cancel. The ratio of q in the LV blood core and
+    in the myocardium then gives the blood T1 from the myocardial one. None when
+    no slice has proton-density frames.
+    """
+    ts = study.attrs.get("saturation_time_s")
+    r10_myocardium = 1.0 / settings.t1_myocardium_s
+    estimates = []
+    for k in range(labels.shape[0]):
+        frames = images[k]
+        pd = proton_density_frames(frames)
+        core = lv_core(labels[k], study.pixel_spacing_mm)
+        wall = ndimage.binary_erosion(labels[k] == MYOCARDIUM)
+        if not pd.any() or core.sum() < 3 or wall.sum() < 3:
+            continue
+        base = baseline_frames(study.frame_times_s[k], ~pd, foot_s)
+        q = {}
+        for name, mask in (("blood", core), ("myocardium", wall)):
+            rows, cols = np.nonzero(mask)
+            curves = sample_moved(frames, rows, cols, motion[k])
+            q[name] = float(np.median(curves[:, base].mean(axis=1) / curves[:, pd].mean(axis=1)))
+        if ts is None:  # linear: q = TS R1 / c
+            estimates.append(1.0 / (r10_myocardium * q["blood"] / q["myocardium"]))
+            continue
+        c = (1.0 - np.exp(-ts * r10_myocardium)) / q["myocardium"]
+        recovered = c * q["blood"]
+        if 0.0 < recovered < 1.0:
+            estimates.append(ts / -np.log1p(-recovered))
+    return float(np.median(estimates)) if estimates else None
+
+
+# ----------------------------------------------------------------------------- tissue
+def tissue_curves(study, frames: np.ndarray, k: int, rows, cols, motion_k: np.ndarray, aif: Aif,
+                  settings: FlowSettings):
+    """Concentration curves (N, T') of reference pixels of slice k, the kept frames' times (T')
+    and the AIF resampled to them (T')."""
+    times = study.frame_times_s[k]
+    keep = ~proton_density_frames(frames)
+    base = baseline_frames(times, keep, aif.foot_s)
+    signal = sample_moved(frames, rows, cols, motion_k)
+    conc = signal_to_concentration(
+        signal, signal[:, base].mean(axis=1), settings.t1_myocardium_s,
+        study.attrs.get("saturation_time_s"), settings.relaxivity_per_mm_s,
+    )
+    valid = np.isfinite(aif.blood_mmol)
+    aif_here = np.interp(times[keep], aif.times_s[valid], aif.blood_mmol[valid])
+    return conc[:, keep], times[keep], aif_here
+
+
+def fit_slice(study, frames, k, rows, cols, motion_k, aif, settings):
+    """Fermi fit of the given reference pixels of slice k: (FlowFit, curves, times)."""
+    curves, times, aif_here = tissue_curves(study, frames, k, rows, cols, motion_k, aif, settings)
+    fit = fermi_flow(curves, aif_here, times, hematocrit=settings.hematocrit, flow=settings.flow)
+    return fit, curves, times
+
+
+# ----------------------------------------------------------------------------- the step
+def settings_of(study, **options) -> FlowSettings:
+    hematocrit = options.get("hematocrit")
+    return FlowSettings(
+        hematocrit=float(study.attrs["hematocrit"] if hematocrit is None else hematocrit),
+        **{key: float(options[key]) for key in ("t1_blood_s", "t1_myocardium_s") if options.get(key)},
+    )
+
+
+def read_images(study) -> np.ndarray:
+    """The whole raw image as float32 (S, T, Y, X)."""
+    return study.read("image").astype(np.float32)
+
+
+def reference_labels(study) -> np.ndarray:
+    """Labels of each slice's reference frame (S, Y, X)."""
+    if not study.has("labels"):
+        raise InputError(f"{study.path}: no labels yet; run the segment step first")
+    labels = study.zarr_array("labels")
+    reference = study.attrs["reference_frame"]
+    return np.stack([labels[k, reference[k]] for k in range(study.shape[0])])
+
+
+def compute_flow(study, progress: Callable[[int, int], None] | None = None, **options) -> str:
+    """The flow step: write ``mbf``, ``mbf_fit_error``, ``aif_mask`` and the AIF part of
+    the ``report`` attribute. Options: ``hematocrit``, ``t1_blood_s``, ``t1_myocardium_s``."""
+    from . import __version__
+
+    settings = settings_of(study, **options)
+    if not 0.0 <= settings.hematocrit < 1.0:
+        raise InputError(f"hematocrit must be in [0, 1), got {settings.hematocrit}")
+    labels = reference_labels(study)
+    motion = study.read("motion").astype(float)
+    images = read_images(study)
+    aif = find_aif(study, images, labels, motion, settings)
+    blood_t1_source = "given" if options.get("t1_blood_s") else "assumed"
+    if not options.get("t1_blood_s"):
+        measured = blood_t1_from_pd_frames(study, images, labels, motion, settings, aif.foot_s)
+        if measured is not None:
+            settings = replace(settings, t1_blood_s=measured)
+            aif = find_aif(study, images, labels, motion, settings)
+            blood_t1_source = "from proton-density frames"
+    n_s, _, n_y, n_x = study.shape
+    mbf = np.full((n_s, n_y, n_x), np.nan, dtype=np.float32)
+    fit_error = np.full_like(mbf, np.nan)
+    for k in range(n_s):
+        rows, cols = np.nonzero(labels[k] == MYOCARDIUM)
+        if rows.size:
+            fit, _, _ = fit_slice(study, images[k], k, rows, cols, motion[k], aif, settings)
+            mbf[k, rows, cols] = fit.mbf
+            fit_error[k, rows, cols] = fit.fit_error
+        if progress is not None:
+            progress(k + 1, n_s)
+    aif_mask = np.zeros((n_s, n_y, n_x), dtype=np.uint8)
+    aif_mask[aif.slice] = aif.mask
+    study.write("mbf", mbf)
+    study.write("mbf_fit_error", fit_error)
+    if aif.source != "manual":
+        study.write("aif_mask", aif_mask)
+        study.update_attrs(aif_roi="auto")
+    report = {key: value for key, value in study.attrs.get("report", {}).items()
+              if key in ("rv_insertion_deg",)}
+    plasma = aif.blood_mmol / (1.0 - settings.hematocrit)
+    valid = np.isfinite(plasma)
+    report.update(
+        model=MODEL_NAME,
+        flow=settings.flow,
+        hematocrit=settings.hematocrit,
+        units="mL/min/g",
+        aif=[round(float(v), 5) for v in plasma[valid]],
+        aif_times_s=[round(float(v), 4) for v in aif.times_s[valid]],
+        aif_source=aif.source,
+        aif_slice=aif.slice,
+        aif_foot_s=aif.foot_s,
+        aif_peak_s=aif.peak_s,
+        aif_peak_mmol=float(np.nanmax(plasma)),
+        conversion=_conversion_text(study, aif, settings, blood_t1_source),
+    )
+    study.update_attrs(report=report)
+    study.record_step("flow", asdict(settings) | {"aif_source": aif.source}, __version__)
+    pixels = int(np.isfinite(mbf).sum())
+    return (f"MBF map of {pixels} myocardium pixels, median {np.nanmedian(mbf):.2f} mL/min/g "
+            f"({settings.flow} flow, hematocrit {settings.hematocrit:.2f}); AIF: {aif.source}, "
+            f"slice {aif.slice + 1}, plasma peak {report['aif_peak_mmol']:.1f} mmol/L")
+
+
+def _conversion_text(study, aif: Aif, settings: FlowSettings, blood_t1_source: str) -> str:
+    def model(ts):
+        return (f"saturation recovery, TS {ts * 1000:.1f} ms" if ts is not None
+                else "linear (saturation time unknown)")
+
+    aif_ts = (study.attrs["aif_series"].get("saturation_time_s") if aif.source == "aif series"
+              else study.attrs.get("saturation_time_s"))
+    return (f"tissue: {model(study.attrs.get('saturation_time_s'))}, native T1 "
+            f"{settings.t1_myocardium_s:.2f} s; AIF: {model(aif_ts)}, native blood T1 "
+            f"{settings.t1_blood_s:.2f} s ({blood_t1_source}); baseline = frames before the AIF foot, "
+            f"proton-density frames left out")
+
+
+def segment_fits(study, images, aha_map: np.ndarray, labels: np.ndarray, aif: Aif,
+                 settings: FlowSettings) -> list[dict | None]:
+    """Per AHA segment 1-16: the Fermi fit of the segment's mean curve (None if not imaged).
+
+    The segment's curve is the per-frame median over its myocardium pixels that
+    do not touch the blood pools or the outside (one pixel in), or over all of
+    them when the wall is too thin.
+    """
+    motion = study.read("motion").astype(float)
+    results: list[dict | None] = [None] * 16
+    for k in range(aha_map.shape[0]):
+        present = [int(n) for n in np.unique(aha_map[k]) if n]
+        if not present:
+            continue
+        inner = ndimage.binary_erosion(labels[k] == MYOCARDIUM)
+        medians = []
+        for n in present:
+            in_segment = aha_map[k] == n
+            chosen = in_segment & inner if (in_segment & inner).sum() >= 3 else in_segment
+            rows, cols = np.nonzero(chosen)
+            curves, times, aif_here = tissue_curves(
+                study, images[k], k, rows, cols, motion[k], aif, settings)
+            # The median resists pixels mixed with blood where the labels are a pixel off.
+            medians.append(np.median(curves, axis=0))
+        fit = fermi_flow(np.stack(medians), aif_here, times, hematocrit=settings.hematocrit,
+                         flow=settings.flow)
+        for i, n in enumerate(present):
+            results[n - 1] = {
+                "slice": k,
+                "mbf": float(fit.mbf[i]),
+                "times_s": [round(float(v), 4) for v in times],
+                "tissue": [round(float(v), 5) for v in medians[i]],
+                "fitted": [round(float(v), 5) for v in fit.fitted[i]],
+                "fit_error": float(fit.fit_error[i]),
+                "delay_s": float(fit.delay_s[i]),
+            }
+    return results
+
+
+# ----------------------------------------------------------------------------- the aha step
+POOR_FIT_ERROR = 0.15  # relative residual above which a segment's fit is flagged
+
+
+def compute_segments(study, progress: Callable[[int, int], None] | None = None, **options) -> str:
+    """The aha step: RV insertion, AHA sectors (``aha``), per-segment flow from each
+    segment's mean curve, map statistics, and the rest of the ``report`` attribute."""
+    from . import __version__
+    from .aha import lowest_territory, segment_geometry, segment_statistics, territory_means
+
+    if not study.has("mbf") or "flow" not in study.attrs["steps"]:
+        raise InputError(f"{study.path}: no flow map yet; run the flow step first")
+    attrs = study.attrs
+    recorded = dict(attrs["steps"]["flow"]["parameters"])
+    recorded.pop("aif_source", None)
+    settings = FlowSettings(**recorded)
+    labels = reference_labels(study)
+    geometry = segment_geometry(labels, attrs["slice_levels"],
+                                attrs.get("image_orientation_patient"), study.pixel_spacing_mm)
+    images = read_images(study)
+    motion = study.read("motion").astype(float)
+    aif = find_aif(study, images, labels, motion, settings)
+    fits = segment_fits(study, images, geometry.aha, labels, aif, settings)
+    if progress is not None:
+        progress(1, 1)
+    segment_mbf = [None if f is None else round(f["mbf"], 4) for f in fits]
+    imaged = [v for v in segment_mbf if v is not None]
+    by_segment = dict(enumerate(segment_mbf, start=1))
+    qa = list(geometry.messages)
+    if aif.source == "auto" and not study.has("aif_image"):
+        qa.append("AIF from the LV blood pool of the perfusion images: its peak may be "
+                  "saturated, which overestimates flow")
+    qa += [f"segment {n}: poor fit (relative residual {f['fit_error']:.2f})"
+           for n, f in enumerate(fits, start=1) if f is not None and f["fit_error"] > POOR_FIT_ERROR]
+    missing = sorted(set(("basal", "mid", "apical")) - set(attrs["slice_levels"]))
+    if missing:
+        qa.append(f"no {' or '.join(missing)} slice: those segments are not imaged")
+    report = attrs.get("report", {})
+    report.update(
+        segment_mbf=segment_mbf,
+        segment_stats=segment_statistics(study.read("mbf"), geometry.aha),
+        segment_curves=[None if f is None else {k: f[k] for k in
+                        ("slice", "times_s", "tissue", "fitted", "fit_error")} for f in fits],
+        global_mbf=round(float(np.mean(imaged)), 4) if imaged else None,
+        rv_insertion_deg=[[round(float(a), 2) for a in pair] for pair in geometry.rv_insertion_deg],
+        territory_mbf=territory_means(by_segment),
+        lowest_territory=lowest_territory(by_segment),
+        qa=qa,
+    )
+    study.write("aha", geometry.aha)
+    study.update_attrs(report=report)
+    study.record_step("aha", {"poor_fit_error": POOR_FIT_ERROR}, __version__)
+    worst = report["lowest_territory"]
+    return (f"{len(imaged)} segments, global MBF {report['global_mbf']:.2f} mL/min/g"
+            + (f", lowest territory {worst.upper()}" if worst else "")
+            + (f"; {len(qa)} QA flag(s)" if qa else ""))
