@@ -105,5 +105,5 @@ def test_analyze_unknown_step_is_one_line(tmp_path):
     result = run_perfroi("analyze", dest, "--steps", "motion,warp")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "perfroi analyze: error: unknown step warp; available: motion, segment, roi"
+        "perfroi analyze: error: unknown step warp; available: motion, segment, roi, flow, aha"
     ]

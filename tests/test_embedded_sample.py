@@ -22,7 +22,7 @@ def phantom():
 
 
 def test_sample_is_small_and_anonymous():
-    assert len(SAMPLE_FILES) == 180
+    assert len(SAMPLE_FILES) == 180 + 60  # the perfusion series and its AIF series
     assert sum(p.stat().st_size for p in SAMPLE_FILES) <= 10e6
     header = pydicom.dcmread(SAMPLE_FILES[0], stop_before_pixels=True)
     assert str(header.PatientName) == "PHANTOM^PERFUSION"
@@ -48,14 +48,22 @@ def test_import_in_shuffled_order_reproduces_the_phantom(tmp_path, phantom):
     np.testing.assert_allclose(
         attrs["image_position_patient"], phantom.extra["image_position_patient"], atol=1e-4
     )
+    np.testing.assert_array_equal(study.read("aif_image"), phantom.aif_image)
+    assert attrs["aif_series"]["origin_px"] == phantom.attrs["aif_series"]["origin_px"]
+    assert attrs["saturation_time_s"] == pytest.approx(phantom.extra["saturation_time_s"], abs=1e-6)
 
 
-def test_demo_segments_the_sample_and_writes_a_montage(tmp_path, capsys, phantom):
+def test_demo_runs_the_pipeline_on_the_sample_and_writes_the_report(tmp_path, capsys, phantom):
     written = run_demo(tmp_path / "out")
-    assert [p.name for p in written] == ["study.zarr", "montage.png"]
+    assert [p.name for p in written] == [
+        "study.zarr", "montage.png", "bullseye.png", "segments.csv", "report.json", "curves.png"
+    ]
     study = Study.open(written[0])
     assert study.shape == (3, 60, 160, 144)
-    assert {"motion", "segment", "roi"} <= set(study.attrs["steps"])
+    assert set(study.attrs["steps"]) == {"motion", "segment", "roi", "flow", "aha"}
+    report = study.attrs["report"]
+    assert report["aif_source"] == "aif series"
+    assert report["lowest_territory"] == SAMPLE_DEFECT
     assert np.isfinite(study.read("roi")).all()  # a circle on every frame
     lv, myocardium, rv = dice_per_class(study.read("labels"), phantom.truth["labels"])
     assert lv >= 0.85 and myocardium >= 0.75 and rv >= 0.7, (lv, myocardium, rv)

@@ -49,7 +49,7 @@ def test_shapes_dtypes_and_attrs(phantom):
     attrs = phantom.attrs
     assert set(attrs) == {
         "pixel_spacing_mm", "slice_thickness_mm", "frame_times_s", "slice_positions_mm",
-        "slice_levels", "reference_frame", "hematocrit", "source",
+        "slice_levels", "reference_frame", "hematocrit", "source", "aif_series",
     }
     assert 1.8 <= attrs["pixel_spacing_mm"][0] <= 2.5
     assert 8 <= attrs["slice_thickness_mm"] <= 10

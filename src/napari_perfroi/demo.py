@@ -18,7 +18,7 @@ def write_sample_dicom(folder: str | Path) -> Path:
 
     phantom = generate_phantom(SAMPLE_SEED, SAMPLE_DEFECT)
     attrs = {**phantom.attrs, **phantom.extra}
-    export_dicom(phantom.image, attrs, folder, seed=SAMPLE_SEED, aif_image=attrs.pop("aif_image"))
+    export_dicom(phantom.image, attrs, folder, seed=SAMPLE_SEED, aif_image=phantom.aif_image)
     return Path(folder)
 
 

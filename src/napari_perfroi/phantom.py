@@ -195,10 +195,11 @@ class Phantom:
     """A generated study: ``image`` (S, T, Y, X) uint16, store attributes and truth."""
 
     image: np.ndarray
-    attrs: dict[str, Any]  # keyword arguments of Study.create (with aif_image, aif_series)
+    attrs: dict[str, Any]  # keyword arguments of Study.create (aif_series included)
     extra: dict[str, Any]  # Study.create extra_attrs: DICOM geometry and scalar truth
     truth: dict[str, np.ndarray]  # arrays written as truth/<name>
     params: PhantomParams
+    aif_image: np.ndarray | None = None  # the separate AIF series (T, Ya, Xa) uint16
 
 
 # ----------------------------------------------------------------------------- sampling
@@ -481,9 +482,10 @@ def generate_phantom(seed: int, defect: str | None = None, **overrides) -> Phant
     attrs = _store_attrs(p, seed, times, levels, reference, geometry)
     extra = _extra_attrs(p, seed, geometry, centres, slices, curves, signal)
     extra["saturation_time_s"] = p.saturation_time_s  # recorded by the scanner
+    aif_image = None
     if p.aif_series:
         aif_curves = {name: c[p.n_slices :] for name, c in all_curves.items()}
-        attrs["aif_image"] = _aif_series_image(
+        aif_image = _aif_series_image(
             p, slices[0], centres[0], motion[0], shift_mm[0], scale[0], aif_curves
         )
         attrs["aif_series"] = {
@@ -493,7 +495,7 @@ def generate_phantom(seed: int, defect: str | None = None, **overrides) -> Phant
             "origin_px": [(p.aif_block - 1) / 2.0] * 2,
             "saturation_time_s": p.aif_saturation_time_s,
         }
-    return Phantom(image=image, attrs=attrs, extra=extra, truth=truth, params=p)
+    return Phantom(image=image, attrs=attrs, extra=extra, truth=truth, params=p, aif_image=aif_image)
 
 
 def _aif_series_image(p, anatomy, centre, motion, shift_mm, scale, aif_curves) -> np.ndarray:
@@ -528,7 +530,8 @@ def write_phantom(
     """
     phantom = generate_phantom(seed, defect, **overrides)
     study = Study.create(
-        path, phantom.image, **phantom.attrs, extra_attrs=phantom.extra, overwrite=overwrite
+        path, phantom.image, **phantom.attrs, extra_attrs=phantom.extra,
+        aif_image=phantom.aif_image, overwrite=overwrite,
     )
     try:
         for name, array in phantom.truth.items():
