@@ -155,11 +155,11 @@ def _brightest(curves: np.ndarray, keep: np.ndarray) -> np.ndarray:
 
 
 def _aif_from_pixels(curves, times, keep, source, k, mask, settings, saturation_time_s) -> Aif:
-    signal = curves.mean(axis=0)
-    foot, peak = bolus_foot(signal, keep)
+    foot, peak = bolus_foot(curves.mean(axis=0), keep)
     base = baseline_frames(times, keep, times[foot])
+    signal, baseline = noise_corrected(curves, base)
     blood = signal_to_concentration(
-        signal, signal[base].mean(), settings.t1_blood_s, saturation_time_s,
+        signal.mean(axis=0), baseline.mean(), settings.t1_blood_s, saturation_time_s,
         settings.relaxivity_per_mm_s,
     )
     blood = np.where(keep, blood, np.nan)
@@ -274,6 +274,28 @@ def blood_t1_from_pd_frames(study, images, labels, motion, settings: FlowSetting
     return float(np.median(estimates)) if estimates else None
 
 
+def noise_corrected(magnitude: np.ndarray, base: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Signal curves (N, T) and their baselines (N,) with the Rician noise floor removed.
+
+    Magnitude images add noise power: E[M^2] = S^2 + 2 sigma^2. In dark
+    myocardium before contrast this inflates the baseline more than the
+    enhanced signal and so shrinks the enhancement. sigma^2 is half the mean
+    square difference of successive baseline frames (insensitive to slow
+    changes), the median over the pixels (insensitive to pixels at edges).
+    """
+    if base.sum() < 3:
+        return magnitude, magnitude[:, base].mean(axis=1)
+    steps = np.diff(magnitude[:, base], axis=1)
+    noise_power = 2.0 * float(np.median(np.mean(steps**2, axis=1) / 2.0))
+    power = magnitude**2 - noise_power
+    uncorrected = magnitude[:, base].mean(axis=1)
+    # A pixel's baseline is never taken below half its measured value: where the
+    # signal is buried in noise the correction would only amplify that noise.
+    baseline_power = np.maximum(np.mean(magnitude[:, base] ** 2, axis=1) - noise_power,
+                                (0.5 * uncorrected) ** 2)
+    return np.sqrt(np.clip(power, 0.0, None)), np.sqrt(baseline_power)
+
+
 # ----------------------------------------------------------------------------- tissue
 def tissue_curves(study, frames: np.ndarray, k: int, rows, cols, motion_k: np.ndarray, aif: Aif,
                   settings: FlowSettings):
@@ -282,9 +304,9 @@ def tissue_curves(study, frames: np.ndarray, k: int, rows, cols, motion_k: np.nd
     times = study.frame_times_s[k]
     keep = ~proton_density_frames(frames)
     base = baseline_frames(times, keep, aif.foot_s)
-    signal = sample_moved(frames, rows, cols, motion_k)
+    signal, baseline = noise_corrected(sample_moved(frames, rows, cols, motion_k), base)
     conc = signal_to_concentration(
-        signal, signal[:, base].mean(axis=1), settings.t1_myocardium_s,
+        signal, baseline, settings.t1_myocardium_s,
         study.attrs.get("saturation_time_s"), settings.relaxivity_per_mm_s,
     )
     valid = np.isfinite(aif.blood_mmol)
