@@ -25,7 +25,10 @@ def blood_aif(t, foot=6.0, peak_mm=5.0):
     since = np.asarray(t, float) - foot
     first = gamma_variate(since, 3.0, 6.0)
     curve = first + 0.25 * gamma_variate(since - 14.0, 2.5, 8.0)
-    curve = curve + 0.08 * first.max() * (1.0 - np.exp(-np.clip(since, 0.0, None) / 14.0))
+    # The plateau scales with the first-pass peak (a constant, so that any time points
+    # give the same curve: the ODE solver calls this one time at a time).
+    first_peak = float(gamma_variate(6.0, 3.0, 6.0))
+    curve = curve + 0.08 * first_peak * (1.0 - np.exp(-np.clip(since, 0.0, None) / 14.0))
     ref = np.linspace(0.0, 40.0, 4001)
     refc = gamma_variate(ref, 3.0, 6.0)
     refc = refc + 0.25 * gamma_variate(ref - 14.0, 2.5, 8.0) + 0.08 * refc.max() * (1 - np.exp(-ref / 14.0))
@@ -96,18 +99,19 @@ def test_recovers_fermi_generated_curves():
 def test_2cxm_bias_is_honest(clean_case):
     """Fermi vs 2CXM (PS 1.5, vp 0.05, ve 0.2, 60 s at 1 s/frame).
 
-    Measured bias: -9 % at 0.5, -19 % at 1, -33 % at 2, -43 % at 3, -54 % at 4.5
-    mL/min/g (Fermi cannot follow the 2CXM's fast vascular drop plus slow
-    extraction tail; it fits an extraction-weighted flow). Asserted: the
-    measured envelope (+-6 points), monotonic in true flow, small residuals.
+    Measured bias (delays 0, 1.5, 3 s): -12 to -13 % at 0.5, -23 to -24 % at 1,
+    -37 to -39 % at 2, -46 to -49 % at 3, -55 to -59 % at 4.5 mL/min/g (Fermi
+    cannot follow the 2CXM's fast vascular drop plus slow extraction tail; it
+    fits an extraction-weighted flow). Asserted: the measured envelope (+-3
+    points), monotonic in true flow, small residuals.
     """
     times, aif, tissue, mbf, dl = clean_case
     fit = fermi_flow(tissue, aif, times, hematocrit=HCT)
     assert fit.model == MODEL_NAME and fit.flow == "blood"
     assert fit.mbf.shape == mbf.shape and fit.fitted.shape == tissue.shape
     rel = (fit.mbf / mbf - 1.0).reshape(FLOWS.size, -1)
-    expected = np.array([-0.09, -0.19, -0.33, -0.43, -0.54])[:, None]
-    assert np.all(np.abs(rel - expected) < 0.06), rel
+    expected = np.array([-0.128, -0.235, -0.38, -0.475, -0.57])[:, None]
+    assert np.all(np.abs(rel - expected) < 0.03), rel
     assert np.all(np.diff(fit.mbf.reshape(FLOWS.size, -1), axis=0) > 0)
     assert np.all(np.abs(fit.delay_s - dl) < 1.5), fit.delay_s - dl
     assert np.all(fit.fit_error < 0.08), fit.fit_error  # measured max 0.064 (4.5 mL/min/g)
@@ -187,3 +191,52 @@ def test_mismatched_lengths(clean_case):
         fermi_flow(tissue, aif[:-1], times)
     with pytest.raises(ValueError, match="length mismatch"):
         fermi_flow_reference(tissue, aif, times[:-1])
+
+
+def test_jacobian_matches_finite_differences():
+    """The batched fit's analytic Jacobian (float32 parts) against central differences."""
+    from napari_perfroi.perfusion import _jacobian, _prepare, _unit_model
+
+    rng = np.random.default_rng(1)
+    times = np.cumsum(np.r_[0.0, rng.uniform(0.5, 0.7, 69)])
+    pb = _prepare(np.ones((1, times.size)), blood_aif(times), times, HCT, False, "blood", 0.25,
+                  (0.05, 10.0), (0.0, 4.0))
+    n = 40
+    # Delays inside grid cells: the cell-averaged step has kinks at the cell edges.
+    td = (rng.integers(1, 16, n) + rng.uniform(0.1, 0.9, n) - 0.5) * pb.dt
+    theta = np.stack([np.log(rng.uniform(0.005, 0.05, n)), np.log(rng.uniform(0.05, 3.0, n)),
+                      rng.uniform(0.0, 20.0, n), td], axis=1)
+    C, basis = _jacobian(pb, theta, _unit_model(pb, theta))
+    jac = C @ basis
+
+    def model(th):
+        return np.exp(th[:, :1]) * _unit_model(pb, th)
+
+    for i in range(4):
+        d = np.zeros(4)
+        d[i] = 1e-6
+        fd = (model(theta + d) - model(theta - d)) / 2e-6
+        err = np.abs(jac[:, i] - fd).max(axis=1) / np.abs(fd).max(axis=1)
+        assert err.max() < 1e-3, (i, err.max())  # measured max 4e-5 (log k column)
+
+
+def test_noisy_pixels_match_reference():
+    """Low-SNR pixel curves (noise SD 20-60 % of the peak, 0.5-0.7 s frames): batched LM
+    against the per-curve scipy fit. Measured over seeds: median |difference| < 0.05 %,
+    at most 2 of 48 curves apart by > 5 % (flat cost valleys), fit errors at most 0.02 %
+    above the reference's."""
+    rng = np.random.default_rng(0)
+    times = np.cumsum(np.r_[0.0, rng.uniform(0.5, 0.7, 69)])
+    mbf = rng.uniform(0.5, 4.5, 48)
+    dl = rng.uniform(0.0, 3.0, 48)
+    fermi = fermi_tissue(times, mbf[:24], dl[:24])
+    clean = np.vstack([fermi, tcxm_tissue(times, mbf[24:], delay=dl[24:])])
+    sd = rng.uniform(0.2, 0.6, mbf.size) * clean.max(axis=1)
+    noisy = clean + rng.normal(0.0, 1.0, clean.shape) * sd[:, None]
+    fast = fermi_flow(noisy, blood_aif(times), times, hematocrit=HCT)
+    ref = fermi_flow_reference(noisy, blood_aif(times), times, hematocrit=HCT)
+    assert np.all(np.isfinite(fast.mbf))
+    rel = np.abs(fast.mbf / ref.mbf - 1.0)
+    assert np.median(rel) < 0.005, np.median(rel)
+    assert np.sum(rel > 0.05) <= 4, rel
+    assert np.all(fast.fit_error <= ref.fit_error * 1.001), fast.fit_error / ref.fit_error

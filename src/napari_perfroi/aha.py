@@ -203,7 +203,7 @@ def rv_insertion_points_deg(
     epicardium = radii.size - 1 - np.argmax(on_lv[:, ::-1], axis=1)  # outermost LV sample
     beyond = np.arange(radii.size) - epicardium[:, None]
     touching = has_lv & (on_rv & (beyond > 0) & (beyond <= gap_samples)).any(axis=1)
-    run = _longest_circular_run(touching, int(round(_BRIDGED_BREAK_DEG / _RAY_STEP_DEG)))
+    run = _longest_circular_run(touching, round(_BRIDGED_BREAK_DEG / _RAY_STEP_DEG))
     if run is None:
         return None
     first, last = run
@@ -304,7 +304,7 @@ def segment_geometry(
     centres = [_lv_centre(slice_labels) for slice_labels in labels_ref]
     found = [
         None if np.isnan(centre[0]) else rv_insertion_points_deg(slice_labels, centre, spacing_mm)
-        for slice_labels, centre in zip(labels_ref, centres)
+        for slice_labels, centre in zip(labels_ref, centres, strict=True)
     ]
     have = [k for k, points in enumerate(found) if points is not None]
     if not have:
@@ -316,21 +316,21 @@ def segment_geometry(
     insertions, septal = [], []
     aha_map = np.zeros(labels_ref.shape, dtype=np.uint8)
     for k, level in enumerate(levels):
+        source = min(have, key=lambda j: (abs(j - k), j))
+        arc_start, arc_end = found[source]
+        insertions.append(order_insertions(arc_start, arc_end, anterior))
+        septal.append(_arc_bisector_deg(arc_start, arc_end))
         if np.isnan(centres[k][0]):
             messages.append(f"slice {k + 1} ({level}): no LV, no segments")
-        source = min(have, key=lambda j: (abs(j - k), j))
+            continue
         if source != k:
             messages.append(
                 f"slice {k + 1} ({level}): no RV insertion found, took slice {source + 1}'s"
             )
-        arc_start, arc_end = found[source]
-        insertions.append(order_insertions(arc_start, arc_end, anterior))
-        septal.append(_arc_bisector_deg(arc_start, arc_end))
-        if not np.isnan(centres[k][0]):
-            aha_map[k] = sector_labels(
-                labels_ref[k] == MYOCARDIUM, centres[k], septal[k], level,
-                anterior_deg=insertions[k][0],
-            )
+        aha_map[k] = sector_labels(
+            labels_ref[k] == MYOCARDIUM, centres[k], septal[k], level,
+            anterior_deg=insertions[k][0],
+        )
     return AhaGeometry(centres, insertions, septal, anterior, aha_map, messages)
 
 

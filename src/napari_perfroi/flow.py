@@ -443,7 +443,7 @@ def segment_fits(study, images, aha_map: np.ndarray, labels: np.ndarray, aif: Ai
             curves, times, aif_here = tissue_curves(
                 study, images[k], k, rows, cols, motion[k], aif, settings)
             # The median resists pixels mixed with blood where the labels are a pixel off.
-            medians.append(np.median(curves, axis=0))
+            medians.append(np.nanmedian(curves, axis=0))
         fit = fermi_flow(np.stack(medians), aif_here, times, hematocrit=settings.hematocrit,
                          flow=settings.flow)
         for i, n in enumerate(present):

@@ -30,7 +30,8 @@ cell-averaged on the grid, so the model is continuous in ``tau_d``.
 Fit. Bounded nonlinear least squares over ``(F, k, tau0, tau_d)``:
 ``fermi_flow`` fits all curves at once with a batched Levenberg-Marquardt on
 ``(log F, log k, tau0, tau_d)`` (analytic Jacobians, steps projected onto the
-bounds, per-curve damping and accept/reject), initialised from a coarse grid
+bounds, per-curve damping and accept/reject; a curve stops once an accepted step
+lowers its cost by less than 1e-6 relative), initialised from a coarse grid
 over ``(tau_d, k, tau0)`` with ``F`` solved linearly for each grid shape.
 ``fermi_flow_reference`` fits the same model one curve at a time with
 ``scipy.optimize.least_squares`` (slow reference for tests and benchmarks).
@@ -88,7 +89,8 @@ class _Problem:
     n_times: int
     s: np.ndarray  # (Tf,) response times s_m = m*dt
     dt: float
-    M: np.ndarray  # (T, Tf): response on the grid -> tissue at frame times
+    MT: np.ndarray  # (Tf, T): response on the grid -> tissue at frame times
+    n_ramp: int  # grid points that can lie before the end of the delay step
     to_mbf: float  # F [1/s] -> reported mL/min/g
     f_bounds: tuple  # plasma flow bounds [1/s]
     d_bounds: tuple  # delay bounds [s]
@@ -153,7 +155,8 @@ def _prepare(tissue, aif, times_s, hematocrit, aif_is_plasma, flow, dt_s, flow_b
         n_times=times.size,
         s=dt_s * idx,
         dt=dt_s,
-        M=M,
+        MT=np.ascontiguousarray(M.T),
+        n_ramp=int(np.clip(np.ceil(delay_bounds_s[1] / dt_s + 0.5) + 1, 1, n_f)),
         to_mbf=to_mbf,
         f_bounds=f_bounds,
         d_bounds=(float(delay_bounds_s[0]), float(delay_bounds_s[1])),
@@ -192,7 +195,7 @@ def _grid_init(pb: _Problem):
     n_d = max(2, int(np.ceil((hi - lo) / 0.5)) + 1)
     dgrid = np.linspace(lo, hi, n_d)
     D, K, T0 = (a.ravel() for a in np.meshgrid(dgrid, _K_GRID, _TAU0_GRID, indexing="ij"))
-    B = _shape(pb.s, pb.dt, K, T0, D) @ pb.M.T  # (G, T)
+    B = _shape(pb.s, pb.dt, K, T0, D) @ pb.MT  # (G, T)
     bb = np.einsum("gt,gt->g", B, B)
     cb = pb.curves @ B.T  # (N, G)
     F = np.clip(cb / np.where(bb > 0, bb, np.inf), *pb.f_bounds)
@@ -202,70 +205,147 @@ def _grid_init(pb: _Problem):
 
 
 # ----------------------------------------------------------------------------- batched LM
-def _batched_lm(pb: _Problem, p0, max_iter=60):
+def _fermi(s: np.ndarray, k: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """``1 / (1 + exp(k (s - a)))`` on the grid, (n, Tf); ``s`` sets the dtype.
+
+    The exponent is capped at 40 (values >= 4e-18): no overflow, and no subnormal
+    numbers in float32 products (slow on some CPUs).
+    """
+    kd = k.astype(s.dtype)
+    x = np.multiply.outer(kd, s)
+    x -= (kd * a)[:, None]
+    np.minimum(x, 40.0, out=x)
+    np.exp(x, out=x)
+    x += 1.0
+    return np.reciprocal(x, out=x)
+
+
+def _step_h(pb: _Problem, td: np.ndarray, dtype) -> np.ndarray:
+    """Cell-averaged delay step on the first ``pb.n_ramp`` grid points (it is 1 after them)."""
+    s = pb.s[: pb.n_ramp]
+    return np.clip((s + 0.5 * pb.dt - td[:, None]) / pb.dt, 0.0, 1.0).astype(dtype)
+
+
+def _unit_model(pb: _Problem, theta: np.ndarray) -> np.ndarray:
+    """Model per unit F at the frame times, (n, T), for ``theta = (log F, log k, tau0, tau_d)``."""
+    k, tau0, td = np.exp(theta[:, 1]), theta[:, 2], theta[:, 3]
+    g = _fermi(pb.s, k, tau0 + td)
+    g[:, : pb.n_ramp] *= _step_h(pb, td, g.dtype)
+    B = g @ pb.MT
+    B *= (1.0 + np.exp(-k * tau0))[:, None]
+    return B
+
+
+def _jacobian(pb: _Problem, theta: np.ndarray, B: np.ndarray):
+    """``(C, basis)`` with d model / d theta = ``C @ basis``: (n, 4, 4) and (n, 4, T).
+
+    The basis rows are the model per unit F (``B``), ``Q = nrm g (1 - g) h`` and ``Q s``
+    (through M), and the column of M of the grid cell where the delay step ramps up
+    (``dh/dtau_d = -1/dt`` there). Rows 1-2 are computed in float32.
+    """
+    n = theta.shape[0]
+    s, dt, MT = pb.s, pb.dt, pb.MT
+    s32 = s.astype(np.float32)
+    F, k, tau0, td = np.exp(theta[:, 0]), np.exp(theta[:, 1]), theta[:, 2], theta[:, 3]
+    nrm = 1.0 + np.exp(-k * tau0)
+    g = _fermi(s32, k, tau0 + td)
+    W = np.empty((n, 2, s.size), np.float32)
+    np.multiply(g, g, out=W[:, 0])
+    np.subtract(g, W[:, 0], out=W[:, 0])
+    W[:, 0, : pb.n_ramp] *= _step_h(pb, td, np.float32)
+    np.multiply(W[:, 0], s32, out=W[:, 1])
+    basis = np.empty((n, 4, MT.shape[1]))
+    basis[:, 0] = B
+    basis[:, 1:3] = (W.reshape(2 * n, -1) @ MT.astype(np.float32)).reshape(n, 2, -1)
+    basis[:, 1:3] *= nrm[:, None, None]
+    pos = td / dt + 0.5
+    m = np.floor(pos).astype(int)
+    ramp = (pos > m) & (m >= 0) & (m < s.size)
+    m = np.clip(m, 0, s.size - 1)
+    basis[:, 3] = MT[m]
+    g0 = 1.0 / (1.0 + np.exp(k * tau0))
+    g_ramp = ramp * nrm / (1.0 + np.exp(k * (s[m] - tau0 - td))) / dt
+    C = np.zeros((n, 4, 4))
+    C[:, 0, 0] = F
+    C[:, 1, 0] = -F * k * tau0 * g0
+    C[:, 1, 1] = F * k * (tau0 + td)
+    C[:, 1, 2] = -F * k
+    C[:, 2, 0] = -F * k * g0
+    C[:, 2, 1] = F * k
+    C[:, 3, 1] = F * k
+    C[:, 3, 3] = -F * g_ramp
+    return C, basis
+
+
+def _batched_lm(pb: _Problem, p0, max_iter: int = 60, ftol: float = 1e-6):
+    """Fit ``theta = (log F, log k, tau0, tau_d)`` of all curves; returns ``(theta, cost)``.
+
+    A curve stops when an accepted step lowers its cost by less than ``ftol`` (relative)
+    or its damping explodes. Jacobians are rebuilt only for curves whose parameters
+    moved (a rejected step only raises the damping).
+    """
     c = pb.curves
     lo = np.array([np.log(pb.f_bounds[0]), np.log(_K_BOUNDS[0]), _TAU0_BOUNDS[0], pb.d_bounds[0]])
     hi = np.array([np.log(pb.f_bounds[1]), np.log(_K_BOUNDS[1]), _TAU0_BOUNDS[1], pb.d_bounds[1]])
+    at_bound = 1e-9 * (hi - lo)
     theta = np.clip(np.stack([np.log(p0[0]), np.log(p0[1]), p0[2], p0[3]], axis=1), lo, hi)
 
-    def model(th):
-        return np.exp(th[:, :1]) * (_shape(pb.s, pb.dt, np.exp(th[:, 1]), th[:, 2], th[:, 3]) @ pb.M.T)
+    def evaluate(th, rows):
+        B = _unit_model(pb, th)
+        r = np.exp(th[:, :1]) * B
+        r -= c[rows]
+        return B, r, np.einsum("nt,nt->n", r, r)
 
-    def cost_of(th, rows=slice(None)):
-        r = model(th) - c[rows]
-        return np.einsum("nt,nt->n", r, r), r
-
-    cost, r = cost_of(theta)
-    lam = np.full(c.shape[0], 1e-3)
-    active = np.ones(c.shape[0], bool)
+    B, r, cost = evaluate(theta, slice(None))
+    n_all = c.shape[0]
+    lam = np.full(n_all, 1e-3)
+    active = np.ones(n_all, bool)
+    stale = np.ones(n_all, bool)  # Jacobian out of date
+    JtJ = np.zeros((n_all, 4, 4))
+    grad = np.zeros((n_all, 4))
+    scale = np.ones((n_all, 4))
+    eye = np.eye(4)
     for _ in range(max_iter):
         ia = np.flatnonzero(active)
         if ia.size == 0:
             break
+        iu = ia[stale[ia]]
+        if iu.size:
+            th = theta[iu]
+            C, basis = _jacobian(pb, th, B[iu])
+            gr = (C @ (basis @ r[iu][:, :, None]))[:, :, 0]
+            # Active set: freeze parameters at a bound whose descent direction points outwards.
+            frozen = ((th <= lo + at_bound) & (gr > 0)) | ((th >= hi - at_bound) & (gr < 0))
+            gr[frozen] = 0.0
+            C *= ~frozen[:, :, None]
+            A = C @ (basis @ basis.transpose(0, 2, 1)) @ C.transpose(0, 2, 1)
+            A += frozen[:, :, None] * eye
+            diag = np.einsum("nii->ni", A)
+            JtJ[iu], grad[iu] = A, gr
+            scale[iu] = diag + 1e-12 * (diag.max(axis=1, keepdims=True) + 1e-30)
+            stale[iu] = False
         th = theta[ia]
-        F = np.exp(th[:, 0])
-        kk = np.exp(th[:, 1])
-        shp, d_k, d_t0, d_td = _shape(pb.s, pb.dt, kk, th[:, 2], th[:, 3], jac=True)
-        J = np.stack(
-            [
-                F[:, None] * (shp @ pb.M.T),
-                (F * kk)[:, None] * (d_k @ pb.M.T),
-                F[:, None] * (d_t0 @ pb.M.T),
-                F[:, None] * (d_td @ pb.M.T),
-            ],
-            axis=2,
-        )  # (n, T, 4)
-        g = np.einsum("nti,nt->ni", J, r[ia])
-        # Active set: freeze parameters at a bound whose descent direction points outwards.
-        tol = 1e-9 * (hi - lo)
-        frozen = ((th <= lo + tol) & (g > 0)) | ((th >= hi - tol) & (g < 0))
-        J = np.where(frozen[:, None, :], 0.0, J)
-        g = np.where(frozen, 0.0, g)
-        JtJ = np.einsum("nti,ntj->nij", J, J)
-        JtJ = JtJ + frozen[:, :, None] * np.eye(4)
-        diag = np.einsum("nii->ni", JtJ)
-        scale = diag + 1e-12 * (diag.max(axis=1, keepdims=True) + 1e-30)
-        Aa = JtJ + (lam[ia, None] * scale)[:, :, None] * np.eye(4)
+        Aa = JtJ[ia]
+        Aa.reshape(-1, 16)[:, ::5] += lam[ia, None] * scale[ia]
         try:
-            step = -np.linalg.solve(Aa, g[..., None])[..., 0]
+            step = np.linalg.solve(Aa, -grad[ia][..., None])[..., 0]
         except np.linalg.LinAlgError:
-            step = -g / np.where(scale > 0, scale * (1 + lam[ia, None]), 1.0)
-        step = np.nan_to_num(step)
-        new = np.clip(th + step, lo, hi)
-        new_cost, new_r = cost_of(new, ia)
-        better = new_cost < cost[ia]
+            step = -grad[ia] / (scale[ia] * (1 + lam[ia, None]))
+        new = np.clip(th + np.nan_to_num(step), lo, hi)
+        new_B, new_r, new_cost = evaluate(new, ia)
         gain = cost[ia] - new_cost
-        ib = ia[better]
+        better = gain > 0
+        ib, ir = ia[better], ia[~better]
+        # Converged: tiny relative improvement, or damping exploded (no descent left).
+        active[ib[gain[better] <= ftol * cost[ib]]] = False
         theta[ib] = new[better]
         r[ib] = new_r[better]
-        old = cost[ib].copy()
+        B[ib] = new_B[better]
         cost[ib] = new_cost[better]
+        stale[ib] = True
         lam[ib] = np.maximum(lam[ib] / 3.0, 1e-9)
-        lam[ia[~better]] *= 4.0
-        # Converged: tiny relative improvement, or damping exploded (no descent left).
-        done_b = gain[better] <= 1e-10 * np.maximum(old, 1e-30)
-        active[ib[done_b]] = False
-        active[ia[~better][lam[ia[~better]] > 1e8]] = False
+        lam[ir] *= 4.0
+        active[ir[lam[ir] > 1e8]] = False
     return theta, cost
 
 
@@ -275,7 +355,7 @@ def _finish(pb: _Problem, params, flow) -> FlowFit:
     out = {name: np.full(n_all, np.nan) for name in ("mbf", "delay", "err", "k", "tau0")}
     fitted = np.full((n_all, pb.n_times), np.nan)
     if pb.curves.shape[0]:
-        fit = F[:, None] * (_shape(pb.s, pb.dt, k, tau0, td) @ pb.M.T)
+        fit = F[:, None] * (_shape(pb.s, pb.dt, k, tau0, td) @ pb.MT)
         err = np.linalg.norm(pb.curves - fit, axis=1) / np.linalg.norm(pb.curves, axis=1)
         ok = np.isfinite(F) & np.isfinite(err)
         v = np.flatnonzero(pb.valid)
@@ -371,7 +451,7 @@ def fermi_flow_reference(
     p0 = np.stack(_grid_init(pb), axis=1)
     lo = np.array([pb.f_bounds[0], _K_BOUNDS[0], _TAU0_BOUNDS[0], pb.d_bounds[0]])
     hi = np.array([pb.f_bounds[1], _K_BOUNDS[1], _TAU0_BOUNDS[1], pb.d_bounds[1]])
-    MT = pb.M.T
+    MT = pb.MT
     out = np.empty((n, 4))
     for i in range(n):
         c = pb.curves[i]
