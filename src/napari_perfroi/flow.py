@@ -100,7 +100,7 @@ def bolus_foot(curve: np.ndarray, keep: np.ndarray) -> tuple[int, int]:
 
 def baseline_frames(times_s: np.ndarray, keep: np.ndarray, foot_s: float) -> np.ndarray:
     """Kept frames before the bolus foot (at least the first two kept frames)."""
-    before = keep & (times_s <= foot_s)
+    before = keep & (times_s < foot_s)
     if before.sum() < MIN_BASELINE_FRAMES:
         before = keep & (np.cumsum(keep) <= MIN_BASELINE_FRAMES)
     return before

@@ -233,3 +233,115 @@ def study_layers(study: Study) -> list[LayerData]:
     layers = [image_layer(study, scale)]
     layers += [build(study, scale) for array, build in _OPTIONAL_LAYERS if study.has(array)]
     return layers
+
+
+# ---------------------------------------------------------------- perfusion results
+AIF_ROI_LAYER = "AIF ROI"
+AHA_BOUNDARIES_LAYER = "AHA boundaries"
+AHA_NUMBERS_LAYER = "AHA numbers"
+AIF_ROI_COLORS = {None: "magenta", 0: "transparent"}
+# The "AHA segments" layer outlines the chosen segment in the bullseye's highlight colour.
+AHA_HIGHLIGHT_COLORS = {None: "#00e5ff", 0: "transparent"}
+AHA_BOUNDARY_WIDTH = 0.3
+
+
+def on_every_frame(scale, n_times: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Scale and translate that show a one-frame (S, 1, ...) layer on all ``n_times`` frames.
+
+    The single frame is stretched over the t axis: its centre sits in the
+    middle of the series and it spans every frame, so painting on any frame
+    edits the same (S, Y, X) data.
+    """
+    scale = tuple(float(v) for v in scale)
+    return (scale[0], float(n_times), *scale[2:]), (0.0, (n_times - 1) / 2, 0.0, 0.0)
+
+
+def aif_roi_layer(study: Study, scale=None) -> LayerData:
+    """The AIF pixels (``aif_mask``, reference-frame geometry) as one editable frame per slice."""
+    n_slices, n_times, n_rows, n_cols = study.shape
+    mask = np.zeros((n_slices, 1, n_rows, n_cols), dtype=np.uint8)
+    if study.has("aif_mask"):
+        mask[:, 0] = study.read("aif_mask") > 0
+    kwargs = _common(study, AIF_ROI_LAYER, scale)
+    kwargs["scale"], kwargs["translate"] = on_every_frame(kwargs["scale"], n_times)
+    kwargs.update(colormap=dict(AIF_ROI_COLORS), opacity=0.6)
+    return mask, kwargs, "labels"
+
+
+def aif_mask_from_layer(data) -> np.ndarray:
+    """The (S, Y, X) uint8 AIF mask (1 inside) of an "AIF ROI" layer's (S, 1, Y, X) data."""
+    return (np.asarray(data)[:, 0] > 0).astype(np.uint8)
+
+
+def segment_number_points(aha: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where to write each segment's number: (N, 3) (slice, row, col) and the (N,) segments.
+
+    Each point is the segment pixel nearest the segment's centroid, so the
+    number sits on the segment even where the sector is curved.
+    """
+    points, segments = [], []
+    for s, sectors in enumerate(np.asarray(aha)):
+        for segment in np.unique(sectors[sectors > 0]):
+            rows, cols = np.nonzero(sectors == segment)
+            nearest = np.argmin((rows - rows.mean()) ** 2 + (cols - cols.mean()) ** 2)
+            points.append((s, rows[nearest], cols[nearest]))
+            segments.append(int(segment))
+    return np.asarray(points, dtype=float).reshape(-1, 3), np.asarray(segments, dtype=int)
+
+
+def sector_boundaries(aha: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """The line between each pair of touching AHA segments: (slice, (2, 2) ends in (row, col)).
+
+    The line runs through the midpoints between neighbouring pixels of the
+    two segments, along their main direction, across the whole wall.
+    """
+    lines = []
+    for s, sectors in enumerate(np.asarray(aha)):
+        rows, cols, firsts, seconds = [], [], [], []
+        for axis, step in ((0, (0.5, 0.0)), (1, (0.0, 0.5))):
+            here = sectors[:-1, :] if axis == 0 else sectors[:, :-1]
+            there = sectors[1:, :] if axis == 0 else sectors[:, 1:]
+            r, c = np.nonzero((here > 0) & (there > 0) & (here != there))
+            rows.append(r + step[0])
+            cols.append(c + step[1])
+            firsts.append(np.minimum(here[r, c], there[r, c]))
+            seconds.append(np.maximum(here[r, c], there[r, c]))
+        points = np.column_stack([np.concatenate(rows), np.concatenate(cols)])
+        pairs = np.column_stack([np.concatenate(firsts), np.concatenate(seconds)])
+        for pair in np.unique(pairs, axis=0):
+            chosen = points[np.all(pairs == pair, axis=1)]
+            if len(chosen) < 2:
+                continue
+            centre = chosen.mean(axis=0)
+            direction = np.linalg.svd(chosen - centre)[2][0]
+            along = (chosen - centre) @ direction
+            ends = centre + np.outer([along.min() - 0.5, along.max() + 0.5], direction)
+            lines.append((s, ends))
+    return lines
+
+
+def aha_boundaries_layer(study: Study, scale=None) -> LayerData:
+    """The lines between the AHA segments of each slice, shown on every frame."""
+    lines = [np.column_stack([np.full(2, s), np.zeros(2), ends])
+             for s, ends in sector_boundaries(study.read("aha"))]
+    kwargs = _common(study, AHA_BOUNDARIES_LAYER, scale)
+    kwargs["scale"], kwargs["translate"] = on_every_frame(kwargs["scale"], study.shape[1])
+    kwargs.update(ndim=4, shape_type="line", edge_color="white", edge_width=AHA_BOUNDARY_WIDTH)
+    return lines, kwargs, "shapes"
+
+
+def aha_numbers_layer(study: Study, scale=None) -> LayerData:
+    """The AHA segment numbers as text, one point per segment and slice, shown on every frame."""
+    where, segments = segment_number_points(study.read("aha"))
+    data = np.insert(where, 1, 0.0, axis=1)  # the one frame standing for all
+    kwargs = _common(study, AHA_NUMBERS_LAYER, scale)
+    kwargs["scale"], kwargs["translate"] = on_every_frame(kwargs["scale"], study.shape[1])
+    kwargs.update(
+        ndim=4,
+        features={"segment": segments},
+        text={"string": "{segment}", "color": "white", "size": 9, "anchor": "center"},
+        size=1,
+        face_color="transparent",
+        border_color="transparent",
+    )
+    return data, kwargs, "points"

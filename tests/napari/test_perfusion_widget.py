@@ -1,0 +1,283 @@
+"""The "Perfusion" dock widget in a real viewer: compute, layers, bullseye, cancel, manual AIF."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from napari.layers import Image, Labels, Points, Shapes
+from qtpy.QtCore import QPoint, Qt, QTimer
+
+from napari_perfroi._napari import layers as L
+from napari_perfroi._napari.perfusion_widget import PerfusionWidget
+from napari_perfroi.pipeline import run_step
+from napari_perfroi.report import TERRITORY_NAMES, bullseye_wedge, flow_report
+from napari_perfroi.study import LV_BLOOD, MYOCARDIUM, Study
+
+pytestmark = pytest.mark.napari
+
+PLUGIN = "napari-perfroi"
+RUN_TIMEOUT_MS = 120_000  # flow + aha of the short phantom on a busy 2-core CPU
+HIGHLIGHT = (0.0, 229 / 255, 1.0)  # the bullseye's outline of the chosen segment
+
+
+@pytest.fixture(scope="module")
+def computed_template(analysed_template, tmp_path_factory) -> Path:
+    """The analysed phantom after the flow and aha steps, run without napari (do not modify)."""
+    path = tmp_path_factory.mktemp("computed") / "p.zarr"
+    shutil.copytree(analysed_template, path)
+    study = Study.open(path, writable=True)
+    for step in ("flow", "aha"):
+        run_step(study, step)
+    return path
+
+
+@pytest.fixture
+def computed_store(computed_template, tmp_path) -> Path:
+    """A fresh copy of a store that already has its MBF map and flow report."""
+    path = tmp_path / "p.zarr"
+    shutil.copytree(computed_template, path)
+    return path
+
+
+def _open(make_napari_viewer, path: Path):
+    viewer = make_napari_viewer()
+    viewer.open(path, plugin=PLUGIN)
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Perfusion")
+    assert isinstance(widget, PerfusionWidget)
+    return viewer, widget
+
+
+def _compute(qtbot, widget: PerfusionWidget) -> None:
+    with qtbot.waitSignal(widget.finished, timeout=RUN_TIMEOUT_MS):
+        widget.compute()
+
+
+def _reference_labels(study: Study) -> np.ndarray:
+    labels = study.zarr_array("labels")
+    return np.stack([labels[s, t] for s, t in enumerate(study.attrs["reference_frame"])])
+
+
+def _click_bullseye(qtbot, widget: PerfusionWidget, segment: int) -> None:
+    """Click the middle of ``segment`` in the bullseye with the mouse."""
+    inner, outer, start, end = bullseye_wedge(segment)
+    radius, angle = (inner + outer) / 2 if inner else outer / 2, math.radians((start + end) / 2)
+    canvas = widget.canvas
+    canvas.draw()
+    x, y = widget.bullseye_axes.transData.transform((radius * math.cos(angle),
+                                                     radius * math.sin(angle)))
+    ratio = canvas.device_pixel_ratio
+    position = QPoint(round(x / ratio), round(canvas.figure.bbox.height / ratio - y / ratio))
+    qtbot.mouseClick(canvas, Qt.MouseButton.LeftButton, pos=position)
+
+
+def test_compute_writes_the_maps_and_shows_them(make_napari_viewer, qtbot, analysed_store):
+    viewer, widget = _open(make_napari_viewer, analysed_store)
+    assert widget.compute_button.isEnabled() and not widget.cancel_button.isEnabled()
+    assert "no flow report yet: press Compute" in widget.summary.text()
+    assert L.MBF_LAYER not in [layer.name for layer in viewer.layers]
+
+    # A timer firing while the worker runs shows the event loop was never blocked.
+    ticks_while_running = []
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks_while_running.append(widget.worker is not None))
+    timer.start(20)
+    shown = []
+    widget.progress_bar.valueChanged.connect(shown.append)
+    with qtbot.waitSignal(widget.finished, timeout=RUN_TIMEOUT_MS):
+        widget.compute()
+        assert widget.cancel_button.isEnabled() and not widget.compute_button.isEnabled()
+    timer.stop()
+    assert sum(ticks_while_running) >= 2
+
+    study = Study.open(analysed_store)
+    n_slices, n_times = study.shape[:2]
+    assert n_slices in shown  # per-slice progress of the flow step reached the bar
+    mbf, aha = study.read("mbf"), study.read("aha")
+    myocardium = _reference_labels(study) == MYOCARDIUM
+    assert np.array_equal(aha > 0, myocardium)
+    fitted = np.isfinite(mbf)
+    assert not np.any(fitted & ~myocardium)  # NaN outside the myocardium
+    assert fitted.sum() >= 0.98 * myocardium.sum()  # NaN inside only where a fit failed
+    assert 0.5 <= np.nanmedian(mbf) <= 6.0
+    assert np.nanmin(mbf) >= 0.0 and np.nanmax(mbf) <= 15.0
+
+    image = viewer.layers[L.IMAGE_LAYER]
+    mbf_layer = viewer.layers[L.MBF_LAYER]
+    assert isinstance(mbf_layer, Image)
+    assert mbf_layer.data.shape == image.data.shape
+    assert mbf_layer.data.strides[1] == 0  # the same map on every frame, not a copy
+    for t in (0, n_times - 1):
+        np.testing.assert_array_equal(mbf_layer.data[:, t], mbf)
+    np.testing.assert_allclose(mbf_layer.scale, image.scale)
+    assert tuple(mbf_layer.contrast_limits) == L.MBF_RANGE_ML_MIN_G
+    assert mbf_layer.colorbar.visible
+
+    aha_layer = viewer.layers[L.AHA_LAYER]
+    assert isinstance(aha_layer, Labels)
+    assert aha_layer.data.shape == image.data.shape
+    np.testing.assert_array_equal(aha_layer.data[:, n_times - 1], aha)
+    assert set(np.unique(aha_layer.data[:, 0])) == set(range(17))
+    numbers = viewer.layers[L.AHA_NUMBERS_LAYER]
+    assert isinstance(numbers, Points)
+    assert sorted(numbers.features["segment"]) == list(range(1, 17))
+    for (s, _, row, col), segment in zip(numbers.data.astype(int), numbers.features["segment"]):
+        assert aha[s, row, col] == segment  # each number sits on its segment
+    assert list(numbers.text.values) == [str(n) for n in numbers.features["segment"]]
+    boundaries = viewer.layers[L.AHA_BOUNDARIES_LAYER]
+    assert isinstance(boundaries, Shapes) and len(boundaries.data) >= 12
+
+    aif = viewer.layers[L.AIF_ROI_LAYER]
+    assert isinstance(aif, Labels)
+    assert aif.data.shape == (n_slices, 1, *study.shape[2:])
+    np.testing.assert_array_equal(aif.data[:, 0], study.read("aif_mask"))
+    for t in (0, n_times - 1):  # the one frame of the AIF ROI stands for every frame
+        world = image.data_to_world([0, t, 0, 0])
+        assert round(float(aif.world_to_data(world)[1])) == 0
+
+    s = widget.current_frame()[0]
+    assert widget.current_frame() == (s, study.attrs["reference_frame"][s])
+    report = flow_report(study)
+    assert widget.report == report
+    assert f"global MBF {report['global_mbf']:.2f}" in widget.summary.text()
+    lowest = TERRITORY_NAMES[report["lowest_territory"]]
+    assert f"lowest territory <b>{lowest}</b>" in widget.summary.text()
+    assert "hematocrit" in widget.summary.text() and "QA" in widget.summary.text()
+    assert widget.aif_label.text().startswith("AIF: ")
+    assert "global MBF" in widget.status.text()
+    assert widget.bullseye_axes is not None and widget.curves_axes is not None
+    assert widget.compute_button.isEnabled() and not widget.cancel_button.isEnabled()
+
+
+def test_reopened_store_shows_its_report_without_computing(make_napari_viewer, computed_store):
+    flow_time = Study.open(computed_store).attrs["steps"]["flow"]["time"]
+    viewer, widget = _open(make_napari_viewer, computed_store)
+
+    study = Study.open(computed_store)
+    assert widget.worker is None
+    assert widget.report == flow_report(study)
+    assert study.attrs["steps"]["flow"]["time"] == flow_time
+    assert "global MBF" in widget.summary.text()
+    hematocrit = study.attrs["report"]["hematocrit"]
+    assert widget.hematocrit.value() == pytest.approx(hematocrit, abs=0.005)
+    names = [layer.name for layer in viewer.layers]
+    for name in (L.MBF_LAYER, L.AHA_LAYER, L.AHA_BOUNDARIES_LAYER, L.AHA_NUMBERS_LAYER,
+                 L.AIF_ROI_LAYER):
+        assert names.count(name) == 1  # the reader's layers were taken over, not duplicated
+    assert viewer.layers[L.MBF_LAYER].colorbar.visible
+
+    # The overlays follow the motion of the frame on screen.
+    motion = study.read("motion")
+    s = 1
+    t = int(np.argmax(np.abs(motion[s]).sum(axis=1)))
+    widget.go_to(s, t)
+    for name in (L.MBF_LAYER, L.AIF_ROI_LAYER):
+        layer = viewer.layers[name]
+        np.testing.assert_allclose(layer.translate[-2:], motion[s, t] * layer.scale[-2:])
+
+
+def test_bullseye_click_highlights_the_segment(make_napari_viewer, qtbot, computed_store):
+    viewer, widget = _open(make_napari_viewer, computed_store)
+    report = widget.report
+    segment = 3
+    curve = report["segment_curves"][segment - 1]
+
+    with qtbot.waitSignal(widget.segment_selected):
+        _click_bullseye(qtbot, widget, segment)
+
+    assert widget.selected_segment == segment
+    aha_layer = viewer.layers[L.AHA_LAYER]
+    assert aha_layer.selected_label == segment and aha_layer.show_selected_label
+    s = curve["slice"]
+    assert widget.current_frame() == (s, Study.open(computed_store).attrs["reference_frame"][s])
+    assert widget.segment_label.text().startswith(f"segment {segment} basal inferoseptal")
+    outlines = [patch for patch in widget.bullseye_axes.patches
+                if not patch.get_fill() and patch.get_edgecolor()[:3] == pytest.approx(HIGHLIGHT)]
+    assert len(outlines) == 1
+    plotted = [list(line.get_ydata()) for line in widget.curves_axes.get_lines()]
+    assert plotted == [curve["tissue"], curve["fitted"]]  # that segment only, with its fit
+    assert f"segment {segment}" in widget.curves_axes.get_title()
+
+    with qtbot.waitSignal(widget.segment_selected):
+        _click_bullseye(qtbot, widget, segment)  # a second click clears the highlight
+    assert widget.selected_segment is None
+    assert aha_layer.selected_label == 0
+    assert widget.segment_label.text() == ""
+
+
+def test_cancel_writes_nothing(make_napari_viewer, qtbot, analysed_store):
+    viewer, widget = _open(make_napari_viewer, analysed_store)
+    with qtbot.waitSignal(widget.finished, timeout=RUN_TIMEOUT_MS):
+        widget.compute()
+        widget.cancel()
+        assert not widget.cancel_button.isEnabled()
+
+    study = Study.open(analysed_store)
+    for array in ("mbf", "mbf_fit_error", "aha", "aif_mask"):
+        assert not study.has(array)
+    assert not {"flow", "aha"} & set(study.attrs["steps"])
+    assert "report" not in study.attrs
+    assert widget.status.text() == "cancelled: nothing was written"
+    assert L.MBF_LAYER not in [layer.name for layer in viewer.layers]
+    assert widget.compute_button.isEnabled() and not widget.cancel_button.isEnabled()
+
+
+def test_manual_aif_roi_painted_on_a_moved_frame_is_used(
+    make_napari_viewer, qtbot, analysed_store
+):
+    viewer, widget = _open(make_napari_viewer, analysed_store)
+    study = Study.open(analysed_store)
+    motion = study.read("motion")
+    s = 1
+    t = int(np.argmax(np.abs(motion[s]).sum(axis=1)))  # the frame that moved most
+    assert t != study.attrs["reference_frame"][s] and np.abs(motion[s, t]).max() >= 1.0
+    widget.go_to(s, t)
+    centre = np.argwhere(study.zarr_array("labels")[s, t] == LV_BLOOD).mean(axis=0)
+
+    # Paint where the mouse would, on the LV blood pool as it lies in this frame.
+    aif = viewer.layers[L.AIF_ROI_LAYER]
+    assert not aif.data.any()
+    aif.brush_size = 5
+    world = viewer.layers[L.IMAGE_LAYER].data_to_world([s, t, *centre])
+    aif.paint(aif.world_to_data(world), 1)
+
+    qtbot.waitUntil(lambda: Study.open(analysed_store).attrs.get("aif_roi") == "manual")
+    study = Study.open(analysed_store)
+    mask = study.read("aif_mask")
+    assert mask[s].sum() > 0 and mask.sum() == mask[s].sum()
+    # Stored in the reference-frame geometry: moved back by the frame's motion.
+    np.testing.assert_allclose(np.argwhere(mask[s]).mean(axis=0), centre - motion[s, t], atol=1.0)
+    assert widget.aif_label.text().startswith(f"AIF: manual ROI (slice {s + 1}")
+    assert widget.aif_label.text().endswith("press Compute to use it")
+
+    _compute(qtbot, widget)
+
+    study = Study.open(analysed_store)
+    assert study.attrs["report"]["aif_source"] == "manual"
+    assert study.attrs["report"]["aif_slice"] == s
+    np.testing.assert_array_equal(study.read("aif_mask"), mask)
+    assert widget.aif_label.text() == f"AIF: manual ROI (slice {s + 1})"
+    np.testing.assert_array_equal(viewer.layers[L.AIF_ROI_LAYER].data[:, 0], mask)
+
+    assert widget.automatic_aif_button.isEnabled()
+    widget.automatic_aif_button.click()
+    assert Study.open(analysed_store).attrs["aif_roi"] == "auto"
+    assert widget.aif_label.text().endswith("press Compute for the automatic AIF")
+    assert not widget.automatic_aif_button.isEnabled()
+
+
+def test_input_error_is_one_status_line(make_napari_viewer, qtbot, phantom_store):
+    viewer, widget = _open(make_napari_viewer, phantom_store)
+    assert "run Segment first" in widget.summary.text()
+    assert L.AIF_ROI_LAYER not in [layer.name for layer in viewer.layers]
+
+    _compute(qtbot, widget)
+
+    assert "no labels yet; run the segment step first" in widget.status.text()
+    assert len(widget.status.text().splitlines()) == 1
+    assert not Study.open(phantom_store).has("mbf")
+    assert L.MBF_LAYER not in [layer.name for layer in viewer.layers]
+    assert widget.compute_button.isEnabled()
