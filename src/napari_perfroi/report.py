@@ -387,7 +387,7 @@ def _bullseye_figure(name: str, report: dict[str, Any]) -> Figure:
         )
     if report.get("lowest_territory"):
         summary += f" (lowest {TERRITORY_NAMES[report['lowest_territory']]})"
-    fig.suptitle(f"{name}: MBF per AHA segment, fitted to the segment mean curves\n"
+    fig.suptitle(f"{name}: MBF per AHA segment, fitted to each segment's median curve\n"
                  f"{_flow_summary(report)}\n{summary}", fontsize=9)
     if report.get("qa"):
         fig.text(0.02, 0.01, "QA: " + "; ".join(report["qa"]), fontsize=7, color="firebrick",
