@@ -38,7 +38,6 @@ AIF_CORE_MM = 3.0  # AIF pixels lie at least this far inside the LV blood pool
 AIF_BRIGHTEST_FRACTION = 0.5  # of the core, by peak enhancement (drops papillary muscles)
 FOOT_FRACTION = 0.05  # the AIF foot: last frame below this fraction of the peak rise
 MIN_BASELINE_FRAMES = 2
-AIF_SOURCES = ("manual", "aif series", "auto")
 
 
 @dataclass(frozen=True)
@@ -58,7 +57,7 @@ class Aif:
 
     blood_mmol: np.ndarray  # (T,) blood concentration, baseline 0
     times_s: np.ndarray  # (T,)
-    source: str  # one of AIF_SOURCES
+    source: str  # "manual", "aif series" or "auto"
     slice: int
     mask: np.ndarray  # (Y, X) bool, the image pixels of slice `slice` it came from
     foot_s: float
@@ -315,10 +314,9 @@ def tissue_curves(study, frames: np.ndarray, k: int, rows, cols, motion_k: np.nd
 
 
 def fit_slice(study, frames, k, rows, cols, motion_k, aif, settings):
-    """Fermi fit of the given reference pixels of slice k: (FlowFit, curves, times)."""
+    """The Fermi fit (FlowFit) of the given reference pixels of slice k."""
     curves, times, aif_here = tissue_curves(study, frames, k, rows, cols, motion_k, aif, settings)
-    fit = fermi_flow(curves, aif_here, times, hematocrit=settings.hematocrit, flow=settings.flow)
-    return fit, curves, times
+    return fermi_flow(curves, aif_here, times, hematocrit=settings.hematocrit, flow=settings.flow)
 
 
 # ----------------------------------------------------------------------------- the step
@@ -369,7 +367,7 @@ def compute_flow(study, progress: Callable[[int, int], None] | None = None, **op
     for k in range(n_s):
         rows, cols = np.nonzero(labels[k] == MYOCARDIUM)
         if rows.size:
-            fit, _, _ = fit_slice(study, images[k], k, rows, cols, motion[k], aif, settings)
+            fit = fit_slice(study, images[k], k, rows, cols, motion[k], aif, settings)
             mbf[k, rows, cols] = fit.mbf
             fit_error[k, rows, cols] = fit.fit_error
         if progress is not None:
@@ -381,11 +379,10 @@ def compute_flow(study, progress: Callable[[int, int], None] | None = None, **op
     if aif.source != "manual":
         study.write("aif_mask", aif_mask)
         study.update_attrs(aif_roi="auto")
-    report = {key: value for key, value in study.attrs.get("report", {}).items()
-              if key in ("rv_insertion_deg",)}
     plasma = aif.blood_mmol / (1.0 - settings.hematocrit)
     valid = np.isfinite(plasma)
-    report.update(
+    # A new report: the aha step's part belonged to the previous map.
+    report = dict(
         model=MODEL_NAME,
         flow=settings.flow,
         hematocrit=settings.hematocrit,
