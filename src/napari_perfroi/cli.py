@@ -25,8 +25,23 @@ def _cmd_import(args: argparse.Namespace) -> None:
 def _cmd_phantom(args: argparse.Namespace) -> None:
     from .phantom import write_phantom
 
-    study = write_phantom(args.dest, args.seed, defect=args.defect, overwrite=args.overwrite)
+    overrides = dict(_phantom_setting(text) for text in args.set)
+    study = write_phantom(args.dest, args.seed, defect=args.defect, overwrite=args.overwrite,
+                          **overrides)
     print(study_summary(study))
+
+
+def _phantom_setting(text: str) -> tuple[str, object]:
+    """``NAME=VALUE`` with VALUE read as JSON (numbers, lists, true/false) or else as text."""
+    import json
+
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise InputError(f"--set expects NAME=VALUE, got {text!r}")
+    try:
+        return name, json.loads(value)
+    except ValueError:
+        return name, value
 
 
 def _cmd_analyze(args: argparse.Namespace) -> None:
@@ -118,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--defect", choices=("lad", "rca", "lcx", "none"), default=None,
         help="territory with reduced flow (default: chosen by the seed among lad/rca/lcx)",
     )
+    cmd.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                     help="override a phantom parameter, e.g. --set hematocrit=0.35 "
+                          "--set tissue_model=2cxm --set n_pd_frames=0 (repeatable)")
     cmd.add_argument("--overwrite", action="store_true", help="replace DEST if it exists")
     cmd.set_defaults(run=_cmd_phantom)
 
