@@ -106,10 +106,21 @@ def _cmd_info(args: argparse.Namespace) -> None:
 def _cmd_demo(args: argparse.Namespace) -> None:
     from .demo import run_demo
 
-    written = run_demo(Path(args.out), sample_dir=args.sample)
+    written = run_demo(Path(args.out), sample_dir=args.sample, screenshot=not args.no_screenshot)
     print("wrote:")
     for path in written:
         print(f"  {path}")
+
+
+def _cmd_batch(args: argparse.Namespace) -> None:
+    from .batch import count_line, expand_sources, open_client, plan_jobs, run_batch
+
+    out_dir = Path(args.out)
+    jobs = plan_jobs(expand_sources(args.src), out_dir)
+    with open_client(workers=args.workers, scheduler=args.scheduler) as client:
+        records = run_batch(jobs, out_dir, client, force=args.force)
+    print(f"wrote {out_dir / 'summary.csv'}")
+    print(count_line(records))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -184,6 +195,28 @@ def build_parser() -> argparse.ArgumentParser:
                      help="pixel spacing of the crops (default 1 mm)")
     cmd.set_defaults(run=_cmd_export_rois)
 
+    cmd = commands.add_parser(
+        "batch", help="import, analyse and report many studies on dask.distributed",
+        description="Process each SRC (a DICOM folder, a .zip of DICOM files or a study store) "
+        "as one independent task: import into DIR/studies/NAME.zarr (a store is copied; inputs "
+        "are never written), run every analysis step, write the report into DIR/reports/NAME/, "
+        "and write DIR/summary.csv. Studies with a report are skipped unless --force; a failing "
+        "study is recorded in the summary and does not stop the others.",
+    )
+    cmd.add_argument("src", nargs="+", metavar="SRC",
+                     help="one study each: DICOM folder, .zip or STORE.zarr; glob patterns allowed")
+    cmd.add_argument("--out", required=True, metavar="DIR",
+                     help="output folder (studies/, reports/, summary.csv)")
+    where = cmd.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=int, default=None, metavar="N",
+                       help="local single-threaded worker processes (default: one per core)")
+    where.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                       help="an existing dask scheduler, e.g. tcp://host:8786 (its workers must "
+                            "see the same files)")
+    cmd.add_argument("--force", action="store_true",
+                     help="recompute studies that already have a report")
+    cmd.set_defaults(run=_cmd_batch)
+
     cmd = commands.add_parser("train", help="train the segmentation model on generated phantoms")
     cmd.add_argument("--out", required=True, help="folder for unet.safetensors and unet.json")
     defaults = TrainingConfig()
@@ -209,6 +242,10 @@ def build_parser() -> argparse.ArgumentParser:
     cmd.add_argument(
         "--sample", default=None,
         help="DICOM folder to use instead of the embedded sample (default: sample_data/)",
+    )
+    cmd.add_argument(
+        "--no-screenshot", action="store_true",
+        help="do not save napari.png (a screenshot of napari, which needs a display)",
     )
     cmd.set_defaults(run=_cmd_demo)
     return parser

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 # The sample in sample_data/ is this phantom exported as DICOM
@@ -9,6 +11,7 @@ from pathlib import Path
 SAMPLE_SEED = 7
 SAMPLE_DEFECT = "lad"
 REPOSITORY_SAMPLE = Path(__file__).resolve().parents[2] / "sample_data"
+SCREENSHOT_TIMEOUT_S = 300
 
 
 def write_sample_dicom(folder: str | Path) -> Path:
@@ -29,9 +32,11 @@ def sample_dicom_folder(out_dir: Path) -> Path:
     return write_sample_dicom(out_dir / "sample_dicom")
 
 
-def run_demo(out_dir: Path, sample_dir: str | Path | None = None) -> list[Path]:
-    """Import the sample DICOM, run every analysis step, save a montage and the flow
-    report; return the written files."""
+def run_demo(
+    out_dir: Path, sample_dir: str | Path | None = None, screenshot: bool = True
+) -> list[Path]:
+    """Import the sample DICOM, run every analysis step, save a montage, the flow report
+    and (``screenshot``, when a display is available) napari.png; return the written files."""
     from .dicom import import_dicom
     from .pipeline import STEPS, run_steps
     from .progress import TqdmProgress
@@ -44,4 +49,37 @@ def run_demo(out_dir: Path, sample_dir: str | Path | None = None) -> list[Path]:
     run_steps(study, list(STEPS))  # every analysis step
     print(study_summary(study))
     montage = save_montage(study, out_dir / "montage.png")
-    return [study.path, montage, *write_report(study, out_dir / "report")]
+    written = [study.path, montage, *write_report(study, out_dir / "report")]
+    if screenshot:
+        shot = save_napari_screenshot(study.path, out_dir / "napari.png")
+        written += [shot] if shot else []
+    return written
+
+
+def save_napari_screenshot(store: Path, out: Path) -> Path | None:
+    """Save a screenshot of napari showing ``store`` to ``out``; None, said in one line,
+    when it cannot be taken.
+
+    napari runs in a child process: a display that fails (Qt aborts the
+    process) or a missing OpenGL cannot stop the demo.
+    """
+    from ._napari.screenshot import display_problem
+
+    problem = display_problem()
+    if problem is None:
+        command = [sys.executable, "-m", "napari_perfroi._napari.screenshot", str(store), str(out)]
+        try:
+            done = subprocess.run(command, capture_output=True, text=True,
+                                  timeout=SCREENSHOT_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            problem = f"napari did not finish within {SCREENSHOT_TIMEOUT_S} s"
+        else:
+            if done.returncode == 0 and out.is_file():
+                return out
+            # Killed by a signal (Qt aborts without a display): its first complaint says why;
+            # a Python error ends with its exception line.
+            lines = [line.strip() for line in done.stderr.splitlines() if line.strip()]
+            problem = (lines[0] if done.returncode < 0 else lines[-1]) if lines else (
+                f"napari exited with status {done.returncode}")
+    print(f"napari screenshot skipped: {problem}")
+    return None

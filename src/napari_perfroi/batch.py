@@ -1,0 +1,341 @@
+"""Batch analysis on dask.distributed: many studies, each one independent task.
+
+Each task imports one study (a DICOM folder, a ``.zip`` of DICOM files, or a
+copy of a study store) into ``OUT/studies/<name>.zarr``, runs every analysis
+step, writes the report into ``OUT/reports/<name>/`` and returns a
+:class:`StudyRecord`. A failing study gives a "failed" record and leaves no
+output behind; it never stops the others. Inputs are only read.
+
+The tasks run on a :class:`distributed.LocalCluster` of single-threaded
+worker processes, or on the workers of an existing scheduler (which must see
+the same file system). :func:`run_batch` writes ``OUT/summary.csv``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import glob
+import io
+import os
+import re
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError
+
+STATUS_DONE, STATUS_SKIPPED, STATUS_FAILED = "done", "skipped", "failed"
+SEGMENT_COLUMNS = tuple(f"segment_{n}" for n in range(1, 17))
+SUMMARY_COLUMNS = (
+    "study", "source", "status", "global_mbf", *SEGMENT_COLUMNS,
+    "lowest_territory", "aif_source", "qa", "seconds", "error",
+)
+# Median relative residual of the pixel-wise fits above which a study is flagged.
+LOW_FIT_QUALITY = 0.25
+# Worker environment: one thread per numerical library, so N workers use N cores.
+SINGLE_THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+_ALL_LEVELS = ("basal", "mid", "apical")
+_COPY_PREFIX = ".copy-"
+
+
+@dataclass(frozen=True)
+class BatchJob:
+    """One study of a batch: where it comes from and the name of its outputs."""
+
+    name: str
+    source: Path
+
+
+@dataclass
+class StudyRecord:
+    """The outcome of one study: one row of ``summary.csv``."""
+
+    study: str
+    source: str
+    status: str
+    global_mbf: float | None = None
+    segment_mbf: list[float | None] = field(default_factory=lambda: [None] * 16)
+    lowest_territory: str | None = None
+    aif_source: str | None = None
+    qa: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    error: str = ""
+
+    def row(self) -> dict[str, Any]:
+        """The summary row (:data:`SUMMARY_COLUMNS`)."""
+        values = asdict(self)
+        segments = dict(zip(SEGMENT_COLUMNS, values.pop("segment_mbf")))
+        values.update(segments, qa="; ".join(self.qa), seconds=round(self.seconds, 2))
+        return {column: values[column] for column in SUMMARY_COLUMNS}
+
+
+# ---------------------------------------------------------------- planning
+def expand_sources(patterns: list[str]) -> list[Path]:
+    """Paths and glob patterns -> the study sources, in the order given, each once.
+
+    Each source is one study; folders are not searched for more studies.
+    Raises :class:`InputError` for a path or pattern that matches nothing.
+    """
+    sources: list[Path] = []
+    for pattern in patterns:
+        matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+        matches = [path for path in matches if Path(path).exists()]
+        if not matches:
+            raise InputError(f"{pattern}: no such file or folder")
+        sources += [Path(path) for path in matches]
+    unique: dict[Path, Path] = {}
+    for source in sources:
+        unique.setdefault(source.resolve(), source)
+    return list(unique.values())
+
+
+def plan_jobs(sources: list[Path], out_dir: Path) -> list[BatchJob]:
+    """One job per source with a unique output name; refuses outputs inside an input."""
+    out_dir = out_dir.resolve()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"{out_dir}: --out must be a folder")
+    outputs = (out_dir / "studies", out_dir / "reports")
+    for source in sources:
+        resolved = source.resolve()
+        if out_dir.is_relative_to(resolved):
+            raise InputError(f"{source}: the output folder {out_dir} lies inside this input")
+        if any(resolved.is_relative_to(output) for output in outputs):
+            raise InputError(f"{source}: inputs cannot come from the batch's own outputs")
+    taken: set[str] = set()
+    jobs = []
+    for source in sources:
+        base = study_name(source)
+        name, number = base, 1
+        while name in taken:
+            number += 1
+            name = f"{base}-{number}"
+        taken.add(name)
+        jobs.append(BatchJob(name, source.absolute()))  # workers may have another cwd
+    return jobs
+
+
+def study_name(source: Path) -> str:
+    """The output name of a source: its file or folder name without .zip/.zarr, file-safe."""
+    stem = source.name
+    for suffix in (".zarr", ".zip"):
+        if stem.lower().endswith(suffix):
+            stem = stem[: -len(suffix)]
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", stem).lstrip(".") or "study"
+
+
+def default_workers() -> int:
+    """The usable cores of this machine (affinity and cgroup limits included)."""
+    from dask.system import CPU_COUNT
+
+    return max(1, CPU_COUNT)
+
+
+# ---------------------------------------------------------------- the task
+def process_study(job: BatchJob, out_dir: str, force: bool = False) -> StudyRecord:
+    """Import, analyse and report one study; never raises for a bad study.
+
+    Skips a study whose report and analysed store already exist unless
+    ``force``. On failure the study's outputs are removed and the record says why.
+    """
+    started = time.perf_counter()
+    store = Path(out_dir) / "studies" / f"{job.name}.zarr"
+    report_dir = Path(out_dir) / "reports" / job.name
+    record = StudyRecord(job.name, str(job.source), STATUS_DONE)
+    try:
+        if not force and _is_complete(store, report_dir):
+            record.status = STATUS_SKIPPED
+            _fill_record(record, store, [])
+        else:
+            import_warnings = _analyse(job.source, store, report_dir)
+            _fill_record(record, store, import_warnings)
+    except Exception as exc:  # noqa: BLE001 - one bad study must not stop the batch
+        shutil.rmtree(store, ignore_errors=True)
+        shutil.rmtree(report_dir, ignore_errors=True)
+        record = StudyRecord(job.name, str(job.source), STATUS_FAILED, error=error_line(exc))
+    record.seconds = time.perf_counter() - started
+    return record
+
+
+def error_line(exc: BaseException) -> str:
+    """One line: the message of an :class:`InputError`, else ``Type: message``."""
+    text = str(exc) if isinstance(exc, InputError) else f"{type(exc).__name__}: {exc}"
+    return " ".join(text.split())
+
+
+def _is_complete(store: Path, report_dir: Path) -> bool:
+    from .study import Study, StoreError
+
+    if not (report_dir / "report.json").is_file():
+        return False
+    try:
+        study = Study.open(store)
+    except StoreError:
+        return False
+    return study.has("aha") and "aha" in study.attrs["steps"]
+
+
+def _analyse(source: Path, store: Path, report_dir: Path) -> list[str]:
+    """Import or copy ``source`` to ``store``, run every step, write the report.
+
+    Returns the importer's warnings (e.g. skipped files).
+    """
+    from .pipeline import STEPS, run_step, with_prerequisites
+    from .report import write_report
+    from .study import Study
+
+    shutil.rmtree(store, ignore_errors=True)
+    shutil.rmtree(report_dir, ignore_errors=True)
+    store.parent.mkdir(parents=True, exist_ok=True)
+    import_warnings = _import(source, store)
+    study = Study.open(store, writable=True)
+    _limit_threads()
+    for step in with_prerequisites(study, list(STEPS)):
+        run_step(study, step)
+    write_report(study, report_dir)
+    return import_warnings
+
+
+def _import(source: Path, store: Path) -> list[str]:
+    """A study store at ``store`` from a store (copied), a DICOM folder or a zip."""
+    from .dicom import import_dicom
+    from .study import Study, is_study_store, replace_dir
+
+    if source.name.lower().endswith(".zarr") or is_study_store(source):
+        Study.open(source)  # validated before anything is copied
+        staging = store.with_name(f"{_COPY_PREFIX}{store.name}-{uuid.uuid4().hex[:8]}")
+        try:
+            shutil.copytree(source, staging, ignore=shutil.ignore_patterns(".*"))
+            replace_dir(staging, store)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return []
+    warnings: list[str] = []
+    import_dicom(source, store, overwrite=True, warn=warnings.append)
+    return warnings
+
+
+def _limit_threads() -> None:
+    """One thread per library in this worker, so the workers do not share cores."""
+    import torch
+
+    os.environ.update(SINGLE_THREAD_ENV)
+    torch.set_num_threads(1)
+
+
+def _fill_record(record: StudyRecord, store: Path, import_warnings: list[str]) -> None:
+    """Copy the flow results and the QA flags of an analysed store into ``record``."""
+    from .report import flow_report
+    from .study import Study
+
+    study = Study.open(store)
+    report = flow_report(study)
+    record.global_mbf = report["global_mbf"]
+    record.segment_mbf = list(report["segment_mbf"])
+    record.lowest_territory = report.get("lowest_territory")
+    record.aif_source = report.get("aif_source")
+    record.qa = quality_flags(study, report, import_warnings)
+
+
+def quality_flags(study, report: dict[str, Any], import_warnings: list[str]) -> list[str]:
+    """The study's QA flags: the import's warnings, fit quality, slice coverage, the report's."""
+    import numpy as np
+
+    flags = [f"import: {' '.join(text.split())}" for text in import_warnings]
+    if study.has("mbf_fit_error"):
+        errors = study.read("mbf_fit_error")
+        if np.isfinite(errors).any():
+            median_error = float(np.nanmedian(errors))
+            if median_error > LOW_FIT_QUALITY:
+                flags.append(f"low fit quality (median pixel residual {median_error:.2f})")
+    levels = [level for level in _ALL_LEVELS if level in study.attrs["slice_levels"]]
+    if len(levels) < len(_ALL_LEVELS):
+        flags.append(f"missing slices (only {', '.join(levels)} of basal, mid, apical)")
+    return flags + list(report.get("qa", []))
+
+
+# ---------------------------------------------------------------- the runner
+@contextlib.contextmanager
+def open_client(workers: int | None = None, scheduler: str | None = None) -> Iterator[Any]:
+    """A dask client: on an existing ``scheduler``, or on a new local cluster of
+    ``workers`` single-threaded processes (default: one per core)."""
+    from distributed import Client, LocalCluster
+
+    if scheduler is not None:
+        try:
+            client = Client(scheduler)
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{scheduler}: cannot connect to the dask scheduler ({exc})") from None
+        with client:
+            yield client
+        return
+    n_workers = default_workers() if workers is None else workers
+    if n_workers < 1:
+        raise InputError(f"--workers must be at least 1, got {n_workers}")
+    with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                      env=SINGLE_THREAD_ENV) as cluster, Client(cluster) as client:
+        yield client
+
+
+def run_batch(
+    jobs: list[BatchJob],
+    out_dir: Path,
+    client: Any,
+    *,
+    force: bool = False,
+    log: Callable[[str], None] = print,
+) -> list[StudyRecord]:
+    """Process every job on ``client``'s workers with a progress bar; write ``summary.csv``.
+
+    Returns the records in job order.
+    """
+    from distributed import as_completed
+    from tqdm import tqdm
+
+    out_dir = out_dir.resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log(f"dashboard: {client.dashboard_link}")
+    futures = {
+        client.submit(process_study, job, str(out_dir), force, pure=False): job
+        for job in jobs
+    }
+    records: dict[str, StudyRecord] = {}
+    with tqdm(total=len(jobs), desc="studies", unit="study") as bar:
+        for future in as_completed(futures):
+            job = futures[future]
+            try:
+                record = future.result()
+            except Exception as exc:  # noqa: BLE001 - e.g. the worker died on this study
+                record = StudyRecord(job.name, str(job.source), STATUS_FAILED, error=error_line(exc))
+            if record.status == STATUS_FAILED:
+                bar.write(f"{record.study}: failed: {record.error}")
+            records[job.name] = record
+            bar.update()
+    ordered = [records[job.name] for job in jobs]
+    write_summary(out_dir / "summary.csv", ordered)
+    return ordered
+
+
+def write_summary(path: Path, records: list[StudyRecord]) -> None:
+    """Write ``summary.csv`` (one row per study, :data:`SUMMARY_COLUMNS`) atomically."""
+    from .study import atomic_write_text
+
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=SUMMARY_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for record in records:
+        writer.writerow({key: "" if value is None else value for key, value in record.row().items()})
+    atomic_write_text(path, text.getvalue())
+
+
+def count_line(records: list[StudyRecord]) -> str:
+    """``"N done, M skipped, K failed"``."""
+    counts = {status: 0 for status in (STATUS_DONE, STATUS_SKIPPED, STATUS_FAILED)}
+    for record in records:
+        counts[record.status] += 1
+    return ", ".join(f"{count} {status}" for status, count in counts.items())
+
