@@ -85,7 +85,8 @@ def main() -> None:
 
     results = [run(stores, workers) for workers in (1, 2)]
     print()
-    print("| workers | cluster start | run | studies/min | task median | peak RSS per worker | done |")
+    print("| workers | cluster start | run | studies/min | task median | peak RSS per worker "
+          "| done |")
     print("|---|---|---|---|---|---|---|")
     for r in results:
         peaks = " / ".join(f"{p:.0f}" for p in r["peak_mib"])
@@ -93,7 +94,8 @@ def main() -> None:
               f"{r['per_minute']:.1f} | {r['task_median_s']:.2f} s | {peaks} MiB | "
               f"{r['done']}/{len(stores)} |")
     one, two = results
-    print(f"\nspeed-up, 2 workers vs 1: {two['per_minute'] / one['per_minute']:.2f}x (target >= 1.8x)")
+    speed_up = two["per_minute"] / one["per_minute"]
+    print(f"\nspeed-up, 2 workers vs 1: {speed_up:.2f}x (target >= 1.8x)")
     rate = two["per_minute"]
     print(f"\n{COHORT}-study cohort at {rate:.1f} studies/min per 2-core machine "
           f"(linear in machines; stores on shared storage):")

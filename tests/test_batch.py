@@ -50,8 +50,8 @@ def inputs(tmp_path_factory) -> Path:
 
 
 def _sources(inputs: Path) -> list[str]:
-    return [str(inputs / "*.zarr"), str(inputs / "site1" / "case"), str(inputs / "site2" / "case.zip"),
-            str(inputs / "truncated"), str(inputs / "empty")]
+    return [str(inputs / "*.zarr"), str(inputs / "site1" / "case"),
+            str(inputs / "site2" / "case.zip"), str(inputs / "truncated"), str(inputs / "empty")]
 
 
 def _hashes(folder: Path) -> dict[str, str]:
@@ -104,8 +104,9 @@ def test_batch_good_and_broken_studies_resume_and_force(inputs, tmp_path, capsys
     first_written = report.stat().st_mtime_ns
     assert _batch(capsys, *_sources(inputs), "--out", str(out)) == "0 done, 4 skipped, 3 failed"
     again = _summary(out)
-    assert {name: row["status"] for name, row in again.items() if name not in errors} == dict.fromkeys(
-        ("good", "single", "case", "case-2"), "skipped")
+    statuses = {name: row["status"] for name, row in again.items()}
+    assert statuses == {**dict.fromkeys(("good", "single", "case", "case-2"), "skipped"),
+                        **dict.fromkeys(errors, "failed")}
     assert again["good"]["global_mbf"] == rows["good"]["global_mbf"]
     assert report.stat().st_mtime_ns == first_written
 
@@ -118,9 +119,9 @@ def test_batch_good_and_broken_studies_resume_and_force(inputs, tmp_path, capsys
 
 def test_names_are_unique_and_file_safe(tmp_path):
     sources = [tmp_path / "a" / "case", tmp_path / "b" / "case.zip", tmp_path / "case-2.zarr",
-               tmp_path / "c" / "Case 7.ZIP"]
+               tmp_path / "c" / "Case 7.ZIP", tmp_path / "d" / "CASE"]
     names = [job.name for job in plan_jobs(sources, tmp_path / "out")]
-    assert names == ["case", "case-2", "case-2-2", "Case_7"]
+    assert names == ["case", "case-2", "case-2-2", "Case_7", "CASE-3"]
     assert study_name(Path(".hidden.zarr")) == "hidden"
 
 
@@ -128,8 +129,11 @@ def test_quoted_globs_expand_and_folders_are_single_studies(tmp_path):
     for name in ("s1.zarr", "s2.zarr", "group"):
         (tmp_path / name).mkdir()
     (tmp_path / "group" / "s3.zarr").mkdir()
-    found = expand_sources([str(tmp_path / "*.zarr"), str(tmp_path / "group"), str(tmp_path / "s1.zarr")])
-    assert found == [tmp_path / "s1.zarr", tmp_path / "s2.zarr", tmp_path / "group"]
+    (tmp_path / "study[1]").mkdir()
+    patterns = ["*.zarr", "group", "s1.zarr", "study[1]"]
+    found = expand_sources([str(tmp_path / pattern) for pattern in patterns])
+    assert found == [tmp_path / "s1.zarr", tmp_path / "s2.zarr", tmp_path / "group",
+                     tmp_path / "study[1]"]
     with pytest.raises(InputError, match="no such file or folder"):
         expand_sources([str(tmp_path / "nothing*")])
 

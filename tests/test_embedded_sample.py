@@ -2,12 +2,19 @@
 
 import random
 import shutil
+import sys
 
 import numpy as np
 import pydicom
 import pytest
 
-from napari_perfroi.demo import REPOSITORY_SAMPLE, SAMPLE_DEFECT, SAMPLE_SEED, run_demo
+from napari_perfroi.demo import (
+    REPOSITORY_SAMPLE,
+    SAMPLE_DEFECT,
+    SAMPLE_SEED,
+    run_demo,
+    save_napari_screenshot,
+)
 from napari_perfroi.dicom import import_dicom
 from napari_perfroi.phantom import generate_phantom
 from napari_perfroi.segment.metrics import dice_per_class
@@ -54,7 +61,7 @@ def test_import_in_shuffled_order_reproduces_the_phantom(tmp_path, phantom):
 
 
 def test_demo_runs_the_pipeline_on_the_sample_and_writes_the_report(tmp_path, capsys, phantom):
-    written = run_demo(tmp_path / "out")
+    written = run_demo(tmp_path / "out", screenshot=False)
     assert [p.name for p in written] == [
         "study.zarr", "montage.png", "bullseye.png", "segments.csv", "report.json", "curves.png"
     ]
@@ -71,3 +78,14 @@ def test_demo_runs_the_pipeline_on_the_sample_and_writes_the_report(tmp_path, ca
     out = capsys.readouterr().out
     assert "3 slices x 60 frames" in out
     assert "segment: LV found on all 3 slice(s)" in out
+    assert "napari screenshot" not in out
+
+
+def test_demo_screenshot_without_a_display_says_so_in_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    assert save_napari_screenshot(tmp_path / "study.zarr", tmp_path / "napari.png") is None
+    assert capsys.readouterr().out == (
+        "napari screenshot skipped: no display (run under xvfb-run -a)\n")
+    assert not (tmp_path / "napari.png").exists()

@@ -65,6 +65,7 @@ def save_napari_screenshot(store: Path, out: Path) -> Path | None:
     """
     from ._napari.screenshot import display_problem
 
+    out.unlink(missing_ok=True)  # never list the picture of an earlier run
     problem = display_problem()
     if problem is None:
         command = [sys.executable, "-m", "napari_perfroi._napari.screenshot", str(store), str(out)]
@@ -76,10 +77,12 @@ def save_napari_screenshot(store: Path, out: Path) -> Path | None:
         else:
             if done.returncode == 0 and out.is_file():
                 return out
-            # Killed by a signal (Qt aborts without a display): its first complaint says why;
-            # a Python error ends with its exception line.
             lines = [line.strip() for line in done.stderr.splitlines() if line.strip()]
-            problem = (lines[0] if done.returncode < 0 else lines[-1]) if lines else (
-                f"napari exited with status {done.returncode}")
+            if not lines:
+                problem = f"napari exited with status {done.returncode}"
+            elif done.returncode < 0:  # killed by a signal (Qt aborts): its first complaint
+                problem = lines[0]
+            else:  # a Python error ends with its exception
+                problem = lines[-1]
     print(f"napari screenshot skipped: {problem}")
     return None

@@ -4,7 +4,7 @@
 display: run it under ``xvfb-run`` on a headless machine). The viewer opens
 the store with the plugin's reader, docks *ROI review* and *Perfusion*, shows
 the mid slice on its reference frame (where the MBF map was fitted) zoomed on
-the heart, with the labels under the MBF map, and saves the whole window.
+the heart, with faint labels under an opaque MBF map, and saves the whole window.
 """
 
 from __future__ import annotations
@@ -47,7 +47,9 @@ def save_screenshot(store: str | Path, out: str | Path,
         viewer.window.add_dock_widget(RoiWidget(viewer), name="ROI review", area="left")
         viewer.window.add_plugin_dock_widget(PLUGIN, "Perfusion")
         layers = viewer.layers
-        if LABELS_LAYER in layers:  # under the maps, as after Segment then Compute
+        # Labels under the maps (as after Segment then Compute) and faint, the map opaque:
+        # the red of the LV blood pool must not pass for high flow on the turbo colours.
+        if LABELS_LAYER in layers:
             layers.move(layers.index(LABELS_LAYER), layers.index(IMAGE_LAYER) + 1)
             layers[LABELS_LAYER].opacity = 0.3
         if MBF_LAYER in layers:
