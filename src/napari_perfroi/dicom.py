@@ -791,9 +791,11 @@ def _attach_aif(src: Path, main: DicomSeries, aif: DicomSeries, label: str) -> N
             f"{_fmt(aif.image_orientation_patient)} but the main series has {_fmt(orientation)}"
         )
     if aif.shape[1] != main.shape[1]:
+        note = (f"; skipped {len(main.skipped)} unreadable file(s): {_names(main.skipped)}"
+                if main.skipped else "")
         raise DicomError(
             f"{src}: AIF series {label} has {aif.shape[1]} dynamics but the main series has "
-            f"{main.shape[1]}"
+            f"{main.shape[1]}{note}"
         )
     clocks = (main.source["time_source"], aif.source["time_source"])
     if len({_clock_kind(clock) for clock in clocks}) > 1:

@@ -458,6 +458,7 @@ def segment_fits(study, images, aha_map: np.ndarray, labels: np.ndarray, aif: Ai
 
 # ----------------------------------------------------------------------------- the aha step
 POOR_FIT_ERROR = 0.15  # relative residual above which a segment's fit is flagged
+MIN_AFTER_AIF_PEAK_S = 10.0  # a shorter series has not seen the tissue curves' first pass
 
 
 def compute_segments(study, progress: Callable[[int, int], None] | None = None, **options) -> str:
@@ -490,6 +491,10 @@ def compute_segments(study, progress: Callable[[int, int], None] | None = None, 
                   "saturated, which overestimates flow")
     qa += [f"segment {n}: poor fit (relative residual {f['fit_error']:.2f})"
            for n, f in enumerate(fits, start=1) if f is not None and f["fit_error"] > POOR_FIT_ERROR]
+    after_peak = float(np.max(study.frame_times_s)) - aif.peak_s
+    if after_peak < MIN_AFTER_AIF_PEAK_S:
+        qa.append(f"the series ends {after_peak:.0f} s after the AIF peak: too short to fit "
+                  "the first pass, flow is unreliable")
     missing = sorted(set(("basal", "mid", "apical")) - set(attrs["slice_levels"]))
     if missing:
         qa.append(f"no {' or '.join(missing)} slice: those segments are not imaged")
