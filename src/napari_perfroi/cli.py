@@ -60,13 +60,19 @@ def _cmd_analyze(args: argparse.Namespace) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
+    if args.finetune:
+        _finetune(args)
+        return
     from .segment.train import train
 
+    if args.out is None:
+        raise InputError("--out is required (the folder for unet.safetensors and unet.json)")
+    defaults = TrainingConfig()
     config = TrainingConfig(
         train_studies=args.train_studies,
         validation_studies=args.validation_studies,
-        max_epochs=args.epochs,
-        patience=args.patience,
+        max_epochs=defaults.max_epochs if args.epochs is None else args.epochs,
+        patience=defaults.patience if args.patience is None else args.patience,
         seed=args.seed,
         workers=args.workers,
     )
@@ -74,6 +80,22 @@ def _cmd_train(args: argparse.Namespace) -> None:
     dice = ", ".join(f"{k} {v:.3f}" for k, v in metadata["validation_dice"].items())
     print(f"wrote {Path(args.out) / metadata['weights']} (sha256 {metadata['sha256']}); "
           f"validation Dice: {dice}")
+
+
+def _finetune(args: argparse.Namespace) -> None:
+    from .segment.finetune import FinetuneConfig, finetune
+
+    defaults = FinetuneConfig()
+    config = FinetuneConfig(
+        max_epochs=defaults.max_epochs if args.epochs is None else args.epochs,
+        patience=defaults.patience if args.patience is None else args.patience,
+        seed=args.seed,
+    )
+    with TqdmProgress("fine-tune", unit="step") as progress:
+        path, metadata = finetune(args.finetune, args.out, args.model, config, progress=progress,
+                                  log=lambda line: print(line, flush=True))
+    dice = ", ".join(f"{k} {v:.3f}" for k, v in metadata["validation_dice"].items())
+    print(f"wrote {path} (sha256 {metadata['sha256']}); held-out Dice: {dice}")
 
 
 def _cmd_export_rois(args: argparse.Namespace) -> None:
@@ -217,17 +239,31 @@ def build_parser() -> argparse.ArgumentParser:
                      help="recompute studies that already have a report")
     cmd.set_defaults(run=_cmd_batch)
 
-    cmd = commands.add_parser("train", help="train the segmentation model on generated phantoms")
-    cmd.add_argument("--out", required=True, help="folder for unet.safetensors and unet.json")
+    cmd = commands.add_parser(
+        "train", help="train the segmentation model on phantoms, or fine-tune it on accepted series",
+        description="Without --finetune: train from scratch on generated phantoms into --out DIR. "
+        "With --finetune STORE...: start from the shipped model (or --model) and fine-tune it on "
+        "the accepted series of the stores (slices whose circles are accepted on every frame), "
+        "holding some out for early stopping; the result is a user model at --out FILE.",
+    )
+    cmd.add_argument("--out", default=None,
+                     help="training: folder for unet.safetensors and unet.json; fine-tuning: "
+                          "the .safetensors file to write (default: a new file in the user's "
+                          "napari-perfroi/models data folder; never the shipped model)")
+    cmd.add_argument("--finetune", nargs="+", default=None, metavar="STORE",
+                     help="fine-tune on the accepted series of these study stores")
+    cmd.add_argument("--model", default=None,
+                     help="fine-tuning: the weights to start from (default: the shipped model)")
     defaults = TrainingConfig()
     cmd.add_argument("--train-studies", type=int, default=defaults.train_studies,
                      help=f"phantom studies to train on (default {defaults.train_studies})")
     cmd.add_argument("--validation-studies", type=int, default=defaults.validation_studies,
                      help=f"phantom studies for early stopping (default {defaults.validation_studies})")
-    cmd.add_argument("--epochs", type=int, default=defaults.max_epochs,
-                     help=f"most epochs (default {defaults.max_epochs})")
-    cmd.add_argument("--patience", type=int, default=defaults.patience,
-                     help=f"stop after this many epochs without improvement (default {defaults.patience})")
+    cmd.add_argument("--epochs", type=int, default=None,
+                     help=f"most epochs (default {defaults.max_epochs}; fine-tuning 12)")
+    cmd.add_argument("--patience", type=int, default=None,
+                     help=f"stop after this many epochs without improvement (default "
+                          f"{defaults.patience}; fine-tuning 3)")
     cmd.add_argument("--seed", type=int, default=defaults.seed, help="training seed (default 0)")
     cmd.add_argument("--workers", type=int, default=defaults.workers,
                      help=f"processes generating phantoms (default {defaults.workers})")

@@ -125,6 +125,8 @@ def segment_study(study, model: LoadedModel | None = None, progress=None) -> Seg
         "segment",
         {
             "model": model.weights_path.name,
+            "model_name": model.metadata.get("name", model.weights_path.stem),
+            "model_path": str(model.weights_path),
             "model_sha256": model.sha256,
             "device": model.device,
             "lv_found": result.lv_found,
