@@ -158,13 +158,11 @@ def run_e2e(path: Path, seed: int) -> Result:
 
 def batched_vs_reference(study: Study) -> dict:
     """Batched and one-by-one Fermi fits of the flow step's own tissue curves (truth labels)."""
-    recorded = dict(study.attrs["steps"]["flow"]["parameters"])
-    recorded.pop("aif_source", None)
-    settings = F.FlowSettings(**recorded)  # as the flow step ran (measured blood T1 included)
+    settings = F.recorded_settings(study)
     labels = F.reference_labels(study)
     motion = study.read("motion").astype(float)
     images = F.read_images(study)
-    aif = F.find_aif(study, images, labels, motion, settings)
+    aif = F.recorded_aif(study, settings)
     stored = study.read("mbf")
     batched_s = reference_s = 0.0
     fast, slow, map_values = [], [], []
@@ -172,8 +170,8 @@ def batched_vs_reference(study: Study) -> dict:
         rows, cols = np.nonzero(labels[k] == MYOCARDIUM)
         if not rows.size:
             continue
-        curves, times, aif_here = F.tissue_curves(study, images[k], k, rows, cols, motion[k],
-                                                  aif, settings)
+        curves, times, aif_here = F.tissue_curves(F.slice_series(study, images, k), rows, cols,
+                                                  motion[k], aif, settings)
         kwargs = {"hematocrit": settings.hematocrit, "flow": settings.flow}
         started = time.perf_counter()
         fast.append(fermi_flow(curves, aif_here, times, **kwargs).mbf)

@@ -64,6 +64,35 @@ class Aif:
     peak_s: float
 
 
+@dataclass
+class AifPixels:
+    """The signal of the pixels an AIF is taken from, before conversion."""
+
+    curves: np.ndarray  # (N, T) motion-corrected signal
+    times_s: np.ndarray  # (T,)
+    keep: np.ndarray  # (T,) bool, False on proton-density frames
+    saturation_time_s: float | None
+    source: str
+    slice: int
+    mask: np.ndarray  # (Y, X) bool
+
+
+@dataclass
+class SliceSeries:
+    """One slice's raw frames with what every curve read from it shares."""
+
+    frames: np.ndarray  # (T, Y, X)
+    times_s: np.ndarray  # (T,)
+    keep: np.ndarray  # (T,) bool, False on proton-density frames
+    saturation_time_s: float | None
+
+
+def slice_series(study, images: np.ndarray, k: int) -> SliceSeries:
+    """Slice k of ``images`` (:func:`read_images`) with its frame times and saturation time."""
+    return SliceSeries(images[k], study.frame_times_s[k], ~proton_density_frames(images[k]),
+                       study.attrs.get("saturation_time_s"))
+
+
 # ----------------------------------------------------------------------------- conversion
 def signal_to_concentration(signal, baseline, t1_s: float, saturation_time_s: float | None,
                             relaxivity_per_mm_s: float = RELAXIVITY_PER_MM_S) -> np.ndarray:
@@ -153,59 +182,65 @@ def _brightest(curves: np.ndarray, keep: np.ndarray) -> np.ndarray:
     return peak >= np.quantile(peak, 1.0 - AIF_BRIGHTEST_FRACTION)
 
 
-def _aif_from_pixels(curves, times, keep, source, k, mask, settings, saturation_time_s) -> Aif:
+def aif_from_pixels(pixels: AifPixels, settings: FlowSettings) -> Aif:
+    """The AIF (blood concentration) of ``pixels`` with the native blood T1 of ``settings``."""
+    curves, times, keep = pixels.curves, pixels.times_s, pixels.keep
     foot, peak = bolus_foot(curves.mean(axis=0), keep)
     base = baseline_frames(times, keep, times[foot])
     signal, baseline = noise_corrected(curves, base)
     blood = signal_to_concentration(
-        signal.mean(axis=0), baseline.mean(), settings.t1_blood_s, saturation_time_s,
+        signal.mean(axis=0), baseline.mean(), settings.t1_blood_s, pixels.saturation_time_s,
         settings.relaxivity_per_mm_s,
     )
     blood = np.where(keep, blood, np.nan)
-    return Aif(blood, times, source, k, mask, float(times[foot]), float(times[peak]))
+    return Aif(blood, times, pixels.source, pixels.slice, pixels.mask, float(times[foot]),
+               float(times[peak]))
 
 
 def find_aif(study, images, reference_labels: np.ndarray, motion: np.ndarray,
              settings: FlowSettings) -> Aif:
     """The study's AIF (see the module docstring for the order of sources)."""
+    return aif_from_pixels(find_aif_pixels(study, images, reference_labels, motion), settings)
+
+
+def find_aif_pixels(study, images, reference_labels: np.ndarray,
+                    motion: np.ndarray) -> AifPixels:
+    """The pixels the study's AIF comes from (see the module docstring for the order)."""
     attrs = study.attrs
     spacing = study.pixel_spacing_mm
-    times_all = np.asarray(attrs["frame_times_s"], dtype=float)
     if study.has("aif_mask") and attrs.get("aif_roi") == "manual":
         masks = study.read("aif_mask").astype(bool)
         drawn = [k for k in range(masks.shape[0]) if masks[k].any()]
         if not drawn:
             raise InputError(f"{study.path}: the manual AIF ROI is empty")
         k = drawn[0]
-        frames = images[k]
         rows, cols = np.nonzero(masks[k])
-        curves = sample_moved(frames, rows, cols, motion[k])
-        keep = ~proton_density_frames(frames)
-        return _aif_from_pixels(curves, times_all[k], keep, "manual", k, masks[k], settings,
-                                attrs.get("saturation_time_s"))
+        series = slice_series(study, images, k)
+        curves = sample_moved(series.frames, rows, cols, motion[k])
+        return AifPixels(curves, series.times_s, series.keep, series.saturation_time_s,
+                         "manual", k, masks[k])
 
     cores = [lv_core(reference_labels[k], spacing) for k in range(reference_labels.shape[0])]
     if study.has("aif_image"):
         series = attrs["aif_series"]
         k = int(series["slice"])
         if cores[k].any():
-            return _aif_from_series(study, images, series, cores[k], motion[k], settings)
+            return _aif_series_pixels(study, images, series, cores[k], motion[k])
     sizes = [int(c.sum()) for c in cores]
     k = int(np.argmax(sizes))
     if sizes[k] == 0:
         raise InputError(f"{study.path}: no LV blood pool in the labels to take the AIF from")
-    frames = images[k]
     rows, cols = np.nonzero(cores[k])
-    curves = sample_moved(frames, rows, cols, motion[k])
-    keep = ~proton_density_frames(frames)
-    bright = _brightest(curves, keep)
+    series = slice_series(study, images, k)
+    curves = sample_moved(series.frames, rows, cols, motion[k])
+    bright = _brightest(curves, series.keep)
     mask = np.zeros_like(cores[k])
     mask[rows[bright], cols[bright]] = True
-    return _aif_from_pixels(curves[bright], times_all[k], keep, "auto", k, mask, settings,
-                            attrs.get("saturation_time_s"))
+    return AifPixels(curves[bright], series.times_s, series.keep, series.saturation_time_s,
+                     "auto", k, mask)
 
 
-def _aif_from_series(study, images, series, core, shifts, settings) -> Aif:
+def _aif_series_pixels(study, images, series, core, shifts) -> AifPixels:
     """AIF from the separate AIF series: its pixels that lie wholly in the LV core."""
     frames = study.read("aif_image").astype(float)
     image_spacing = np.asarray(study.pixel_spacing_mm, dtype=float)
@@ -233,8 +268,8 @@ def _aif_from_series(study, images, series, core, shifts, settings) -> Aif:
     keep = ~proton_density_frames(images[int(series["slice"])])
     mask = np.isin(grid_r * frames.shape[2] + grid_c, np.flatnonzero(whole)) & inside & core
     times = np.asarray(series["frame_times_s"], dtype=float)
-    return _aif_from_pixels(curves, times, keep, "aif series", int(series["slice"]), mask,
-                            settings, series.get("saturation_time_s"))
+    return AifPixels(curves, times, keep, series.get("saturation_time_s"), "aif series",
+                     int(series["slice"]), mask)
 
 
 def blood_t1_from_pd_frames(study, images, labels, motion, settings: FlowSettings,
@@ -296,26 +331,24 @@ def noise_corrected(magnitude: np.ndarray, base: np.ndarray) -> tuple[np.ndarray
 
 
 # ----------------------------------------------------------------------------- tissue
-def tissue_curves(study, frames: np.ndarray, k: int, rows, cols, motion_k: np.ndarray, aif: Aif,
+def tissue_curves(series: SliceSeries, rows, cols, motion_k: np.ndarray, aif: Aif,
                   settings: FlowSettings):
-    """Concentration curves (N, T') of reference pixels of slice k, the kept frames' times (T')
-    and the AIF resampled to them (T')."""
-    times = study.frame_times_s[k]
-    keep = ~proton_density_frames(frames)
+    """Concentration curves (N, T') of reference pixels (rows, cols) of a slice, the kept
+    frames' times (T') and the AIF resampled to them (T')."""
+    times, keep = series.times_s, series.keep
     base = baseline_frames(times, keep, aif.foot_s)
-    signal, baseline = noise_corrected(sample_moved(frames, rows, cols, motion_k), base)
+    signal, baseline = noise_corrected(sample_moved(series.frames, rows, cols, motion_k), base)
     conc = signal_to_concentration(
-        signal, baseline, settings.t1_myocardium_s,
-        study.attrs.get("saturation_time_s"), settings.relaxivity_per_mm_s,
+        signal, baseline, settings.t1_myocardium_s, series.saturation_time_s,
+        settings.relaxivity_per_mm_s,
     )
     valid = np.isfinite(aif.blood_mmol)
     aif_here = np.interp(times[keep], aif.times_s[valid], aif.blood_mmol[valid])
     return conc[:, keep], times[keep], aif_here
 
 
-def fit_slice(study, frames, k, rows, cols, motion_k, aif, settings):
-    """The Fermi fit (FlowFit) of the given reference pixels of slice k."""
-    curves, times, aif_here = tissue_curves(study, frames, k, rows, cols, motion_k, aif, settings)
+def fit_curves(curves, times, aif_here, settings: FlowSettings):
+    """The Fermi fit (FlowFit) of tissue curves from :func:`tissue_curves`."""
     return fermi_flow(curves, aif_here, times, hematocrit=settings.hematocrit, flow=settings.flow)
 
 
@@ -353,13 +386,14 @@ def compute_flow(study, progress: Callable[[int, int], None] | None = None, **op
     labels = reference_labels(study)
     motion = study.read("motion").astype(float)
     images = read_images(study)
-    aif = find_aif(study, images, labels, motion, settings)
+    aif_pixels = find_aif_pixels(study, images, labels, motion)
+    aif = aif_from_pixels(aif_pixels, settings)
     blood_t1_source = "given" if options.get("t1_blood_s") else "assumed"
     if not options.get("t1_blood_s"):
         measured = blood_t1_from_pd_frames(study, images, labels, motion, settings, aif.foot_s)
         if measured is not None:
             settings = replace(settings, t1_blood_s=measured)
-            aif = find_aif(study, images, labels, motion, settings)
+            aif = aif_from_pixels(aif_pixels, settings)
             blood_t1_source = "from proton-density frames"
     n_s, _, n_y, n_x = study.shape
     mbf = np.full((n_s, n_y, n_x), np.nan, dtype=np.float32)
@@ -367,7 +401,8 @@ def compute_flow(study, progress: Callable[[int, int], None] | None = None, **op
     for k in range(n_s):
         rows, cols = np.nonzero(labels[k] == MYOCARDIUM)
         if rows.size:
-            fit = fit_slice(study, images[k], k, rows, cols, motion[k], aif, settings)
+            fit = fit_curves(*tissue_curves(slice_series(study, images, k), rows, cols,
+                                            motion[k], aif, settings), settings)
             mbf[k, rows, cols] = fit.mbf
             fit_error[k, rows, cols] = fit.fit_error
         if progress is not None:
@@ -417,32 +452,30 @@ def _conversion_text(study, aif: Aif, settings: FlowSettings, blood_t1_source: s
             f"proton-density frames left out")
 
 
-def segment_fits(study, images, aha_map: np.ndarray, labels: np.ndarray, aif: Aif,
-                 settings: FlowSettings) -> list[dict | None]:
-    """Per AHA segment 1-16: the Fermi fit of the segment's mean curve (None if not imaged).
+def segment_fits(study, images, motion: np.ndarray, aha_map: np.ndarray, labels: np.ndarray,
+                 aif: Aif, settings: FlowSettings) -> list[dict | None]:
+    """Per AHA segment 1-16: the Fermi fit of the segment's median curve (None if not imaged).
 
     The segment's curve is the per-frame median over its myocardium pixels that
     do not touch the blood pools or the outside (one pixel in), or over all of
     them when the wall is too thin.
     """
-    motion = study.read("motion").astype(float)
     results: list[dict | None] = [None] * 16
     for k in range(aha_map.shape[0]):
         present = [int(n) for n in np.unique(aha_map[k]) if n]
         if not present:
             continue
+        series = slice_series(study, images, k)
         inner = ndimage.binary_erosion(labels[k] == MYOCARDIUM)
         medians = []
         for n in present:
             in_segment = aha_map[k] == n
             chosen = in_segment & inner if (in_segment & inner).sum() >= 3 else in_segment
             rows, cols = np.nonzero(chosen)
-            curves, times, aif_here = tissue_curves(
-                study, images[k], k, rows, cols, motion[k], aif, settings)
+            curves, times, aif_here = tissue_curves(series, rows, cols, motion[k], aif, settings)
             # The median resists pixels mixed with blood where the labels are a pixel off.
             medians.append(np.nanmedian(curves, axis=0))
-        fit = fermi_flow(np.stack(medians), aif_here, times, hematocrit=settings.hematocrit,
-                         flow=settings.flow)
+        fit = fit_curves(np.stack(medians), times, aif_here, settings)
         for i, n in enumerate(present):
             results[n - 1] = {
                 "slice": k,
@@ -456,6 +489,23 @@ def segment_fits(study, images, aha_map: np.ndarray, labels: np.ndarray, aif: Ai
     return results
 
 
+def recorded_settings(study) -> FlowSettings:
+    """The settings the flow step ran with (a measured blood T1 included)."""
+    recorded = dict(study.attrs["steps"]["flow"]["parameters"])
+    recorded.pop("aif_source", None)
+    return FlowSettings(**recorded)
+
+
+def recorded_aif(study, settings: FlowSettings) -> Aif:
+    """The AIF the flow step used, from the report (blood = plasma x (1 - hematocrit))."""
+    report = study.attrs["report"]
+    k = int(report["aif_slice"])
+    return Aif(np.asarray(report["aif"], dtype=float) * (1.0 - settings.hematocrit),
+               np.asarray(report["aif_times_s"], dtype=float), report["aif_source"], k,
+               study.zarr_array("aif_mask")[k].astype(bool), float(report["aif_foot_s"]),
+               float(report["aif_peak_s"]))
+
+
 # ----------------------------------------------------------------------------- the aha step
 POOR_FIT_ERROR = 0.15  # relative residual above which a segment's fit is flagged
 MIN_AFTER_AIF_PEAK_S = 10.0  # a shorter series has not seen the tissue curves' first pass
@@ -463,23 +513,22 @@ MIN_AFTER_AIF_PEAK_S = 10.0  # a shorter series has not seen the tissue curves' 
 
 def compute_segments(study, progress: Callable[[int, int], None] | None = None, **options) -> str:
     """The aha step: RV insertion, AHA sectors (``aha``), per-segment flow from each
-    segment's mean curve, map statistics, and the rest of the ``report`` attribute."""
+    segment's median curve with the flow step's AIF, map statistics, and the rest of
+    the ``report`` attribute."""
     from . import __version__
     from .aha import lowest_territory, segment_geometry, segment_statistics, territory_means
 
     if not study.has("mbf") or "flow" not in study.attrs["steps"]:
         raise InputError(f"{study.path}: no flow map yet; run the flow step first")
     attrs = study.attrs
-    recorded = dict(attrs["steps"]["flow"]["parameters"])
-    recorded.pop("aif_source", None)
-    settings = FlowSettings(**recorded)
+    settings = recorded_settings(study)
     labels = reference_labels(study)
     geometry = segment_geometry(labels, attrs["slice_levels"],
                                 attrs.get("image_orientation_patient"), study.pixel_spacing_mm)
     images = read_images(study)
     motion = study.read("motion").astype(float)
-    aif = find_aif(study, images, labels, motion, settings)
-    fits = segment_fits(study, images, geometry.aha, labels, aif, settings)
+    aif = recorded_aif(study, settings)
+    fits = segment_fits(study, images, motion, geometry.aha, labels, aif, settings)
     if progress is not None:
         progress(1, 1)
     segment_mbf = [None if f is None else round(f["mbf"], 4) for f in fits]
