@@ -73,6 +73,7 @@ from .layers import (
     study_scale,
 )
 from .segment_widget import find_store
+from .step_worker import request_cancel, show_step_error, show_step_progress, step_worker
 
 if TYPE_CHECKING:
     from matplotlib.backend_bases import MouseEvent
@@ -221,21 +222,17 @@ class PerfusionWidget(QWidget):
     # ---------------------------------------------------------------- actions
     def compute(self) -> None:
         """Run the flow and aha steps on the study's store in a worker thread."""
-        from napari.qt.threading import create_worker
-
         self._attach()
         if self._store is None or self.worker is not None:
             return
         self._save_aif_roi()
         self._cancel.clear()
         self._run_store = self._store  # the layer may go while the run goes on
-        self.worker = create_worker(
+        self.worker = step_worker(
             run_perfusion, self._run_store, self._chosen_hematocrit(), self._cancel,
-            self._progressed.emit, _start_thread=False, _ignore_errors=True,
+            self._progressed.emit, on_done=self._on_done, on_error=self._on_error,
+            on_finished=self._on_finished,
         )
-        self.worker.returned.connect(self._on_done)
-        self.worker.errored.connect(self._on_error)
-        self.worker.finished.connect(self._on_finished)
         self._set_running(True)
         self.status.setText("starting…")
         self.worker.start()
@@ -243,9 +240,7 @@ class PerfusionWidget(QWidget):
     def cancel(self) -> None:
         """Stop the run before the flow step writes; nothing new is written."""
         if self.worker is not None:
-            self._cancel.set()
-            self.cancel_button.setEnabled(False)
-            self.status.setText("cancelling…")
+            request_cancel(self._cancel, self.cancel_button, self.status)
 
     def use_automatic_aif(self) -> None:
         """Let the next Compute find the AIF itself instead of using the manual ROI."""
@@ -572,13 +567,10 @@ class PerfusionWidget(QWidget):
             self.automatic_aif_button.setEnabled(False)
 
     def _show_progress(self, step: str, done: int, total: int) -> None:
-        self.progress_bar.setMaximum(max(total, 1))
-        self.progress_bar.setValue(done)
-        self.progress_bar.setFormat(f"{step} %v/%m {PROGRESS_UNITS[step]}")
+        show_step_progress(self.progress_bar, self.status, step, done, total,
+                           PROGRESS_UNITS[step], self._cancel.is_set())
         if step == "aha":
             self.cancel_button.setEnabled(False)  # the flow map is written: finish the report
-        if not self._cancel.is_set():
-            self.status.setText(f"running {step}…")
 
     def _on_done(self, summaries: dict[str, str]) -> None:
         from napari.utils.notifications import show_info
@@ -593,19 +585,10 @@ class PerfusionWidget(QWidget):
         show_info(f"{self._run_store.name}: {summary}")
 
     def _on_error(self, exc: Exception) -> None:
-        from napari.utils.notifications import show_error
-
-        if isinstance(exc, Cancelled):
-            self.status.setText("cancelled: nothing was written")
-            return
-        self._shown_store = None  # the flow step may have written before the aha step failed
-        self._attach()
-        if isinstance(exc, InputError):
-            self.status.setText(str(exc))
-            show_error(str(exc))
-        else:
-            self.status.setText(f"failed: {type(exc).__name__}: {exc}")
-            raise exc  # a bug: let napari show the traceback
+        if not isinstance(exc, Cancelled):
+            self._shown_store = None  # the flow step may have written before the aha step failed
+            self._attach()
+        show_step_error(self.status, exc)
 
     def _on_finished(self) -> None:
         self.worker = None

@@ -21,9 +21,9 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..errors import InputError
 from ..progress import Cancelled
 from .layers import DICOM_KEY, IMAGE_LAYER, LABELS_LAYER, STORE_KEY
+from .step_worker import request_cancel, show_step_error, show_step_progress, step_worker
 
 STEPS = ["segment"]  # plus the steps whose output the store lacks (motion)
 IMPORT_HINT = "import it first (perfroi import FOLDER STUDY.zarr) and open STUDY.zarr"
@@ -126,20 +126,16 @@ class SegmentWidget(QWidget):
     # ---------------------------------------------------------------- actions
     def run(self) -> None:
         """Start the steps on the study's store in a worker thread."""
-        from napari.qt.threading import create_worker
-
         self._refresh()
         if self._store is None or self.worker is not None:
             return
         self._cancel.clear()
         self._run_store = self._store  # the layer may go while the run goes on
-        self.worker = create_worker(
+        self.worker = step_worker(
             run_segment, self._run_store, self._cancel, self._progressed.emit,
-            self._device_found.emit, _start_thread=False, _ignore_errors=True,
+            self._device_found.emit, on_done=self._on_done, on_error=self._on_error,
+            on_finished=self._on_finished,
         )
-        self.worker.returned.connect(self._on_done)
-        self.worker.errored.connect(self._on_error)
-        self.worker.finished.connect(self._on_finished)
         self._set_running(True)
         self.status.setText("starting…")
         self.worker.start()
@@ -147,9 +143,7 @@ class SegmentWidget(QWidget):
     def cancel(self) -> None:
         """Ask the running steps to stop at the next slice; nothing is written."""
         if self.worker is not None:
-            self._cancel.set()
-            self.cancel_button.setEnabled(False)
-            self.status.setText("cancelling…")
+            request_cancel(self._cancel, self.cancel_button, self.status)
 
     # ---------------------------------------------------------------- slots (GUI thread)
     def _refresh(self, event=None) -> None:
@@ -162,11 +156,8 @@ class SegmentWidget(QWidget):
         self.run_button.setEnabled(not running and self._store is not None)
 
     def _show_progress(self, step: str, done: int, total: int) -> None:
-        self.progress_bar.setMaximum(max(total, 1))
-        self.progress_bar.setValue(done)
-        self.progress_bar.setFormat(f"{step} %v/%m slices")
-        if not self._cancel.is_set():
-            self.status.setText(f"running {step}…")
+        show_step_progress(self.progress_bar, self.status, step, done, total, "slices",
+                           self._cancel.is_set())
 
     def _show_device(self, device: str) -> None:
         self.device_label.setText(f"device: {device}")
@@ -180,16 +171,7 @@ class SegmentWidget(QWidget):
         show_info(f"{self._run_store.name}: {summary}")
 
     def _on_error(self, exc: Exception) -> None:
-        from napari.utils.notifications import show_error
-
-        if isinstance(exc, Cancelled):
-            self.status.setText("cancelled: nothing was written")
-        elif isinstance(exc, InputError):
-            self.status.setText(str(exc))
-            show_error(str(exc))
-        else:
-            self.status.setText(f"failed: {type(exc).__name__}: {exc}")
-            raise exc  # a bug: let napari show the traceback
+        show_step_error(self.status, exc)
 
     def _on_finished(self) -> None:
         self.worker = None
