@@ -9,13 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 from napari.layers import Image, Labels, Points, Shapes
-from qtpy.QtCore import QPoint, Qt, QTimer
+from qtpy.QtCore import QPoint, Qt
 
 from napari_perfroi._napari import layers as L
 from napari_perfroi._napari.perfusion_widget import PerfusionWidget
 from napari_perfroi.pipeline import run_step
 from napari_perfroi.report import TERRITORY_NAMES, bullseye_wedge, flow_report
 from napari_perfroi.study import LV_BLOOD, MYOCARDIUM, Study
+
+from worker_runs import run_responsively
 
 pytestmark = pytest.mark.napari
 
@@ -80,18 +82,7 @@ def test_compute_writes_the_maps_and_shows_them(make_napari_viewer, qtbot, analy
     assert "no flow report yet: press Compute" in widget.summary.text()
     assert L.MBF_LAYER not in [layer.name for layer in viewer.layers]
 
-    # A timer firing while the worker runs shows the event loop was never blocked.
-    ticks_while_running = []
-    timer = QTimer()
-    timer.timeout.connect(lambda: ticks_while_running.append(widget.worker is not None))
-    timer.start(20)
-    shown = []
-    widget.progress_bar.valueChanged.connect(shown.append)
-    with qtbot.waitSignal(widget.finished, timeout=RUN_TIMEOUT_MS):
-        widget.compute()
-        assert widget.cancel_button.isEnabled() and not widget.compute_button.isEnabled()
-    timer.stop()
-    assert sum(ticks_while_running) >= 2
+    shown = run_responsively(qtbot, widget, widget.compute, widget.compute_button, RUN_TIMEOUT_MS)
 
     study = Study.open(analysed_store)
     n_slices, n_times = study.shape[:2]

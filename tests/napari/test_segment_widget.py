@@ -6,13 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from napari.layers import Labels
-from qtpy.QtCore import QTimer
 
 from napari_perfroi._napari import layers as L
 from napari_perfroi._napari.segment_widget import SegmentWidget
 from napari_perfroi.pipeline import run_step
 from napari_perfroi.segment.metrics import dice_per_class
 from napari_perfroi.study import Study
+
+from worker_runs import run_responsively
 
 pytestmark = pytest.mark.napari
 
@@ -38,19 +39,7 @@ def test_segment_writes_labels_and_shows_them(make_napari_viewer, qtbot, phantom
     assert widget.study_label.text() == "study: p.zarr"
     assert widget.run_button.isEnabled() and not widget.cancel_button.isEnabled()
 
-    # A timer firing while the worker runs shows the event loop was never blocked.
-    ticks_while_running = []
-    timer = QTimer()
-    timer.timeout.connect(lambda: ticks_while_running.append(widget.worker is not None))
-    timer.start(20)
-    shown = []
-    widget.progress_bar.valueChanged.connect(shown.append)
-    with qtbot.waitSignal(widget.finished, timeout=RUN_TIMEOUT_MS):
-        widget.run()
-        assert widget.cancel_button.isEnabled() and not widget.run_button.isEnabled()
-    timer.stop()
-
-    assert sum(ticks_while_running) >= 2
+    shown = run_responsively(qtbot, widget, widget.run, widget.run_button, RUN_TIMEOUT_MS)
     n_slices = Study.open(phantom_path).shape[0]
     assert n_slices in shown  # per-slice progress reached the bar
     study = Study.open(phantom_path)
