@@ -26,7 +26,7 @@ from .. import __version__
 from ..errors import InputError
 from ..roi import ACCEPTED
 from ..study import LV_BLOOD, MYOCARDIUM
-from .train import STORED_CROP, _augment, _crop, _labels_on_grid, _loss
+from .train import STORED_CROP, augment, crop, labels_on_grid, segmentation_loss
 
 OUTSIDE_WEIGHT = 1.0  # weight of the circle term in the loss
 
@@ -115,7 +115,7 @@ def study_series(study) -> list[Series]:
         stored = np.asarray(study.zarr_array("labels")[s, reference[s]])
         with torch.inference_mode():
             inputs = slice_inputs(image, motion[s], times[s], grid).numpy()
-        labels = _labels_on_grid(grid, stored)
+        labels = labels_on_grid(grid, stored)
         r, c, radius = roi[s, reference[s]]
         outside = (np.hypot(rows[:, None] - r, cols[None, :] - c) > radius).astype(np.uint8)
         heart = np.nonzero((labels == LV_BLOOD) | (labels == MYOCARDIUM))
@@ -123,9 +123,9 @@ def study_series(study) -> list[Series]:
         corner = centre.round().astype(int) - STORED_CROP // 2
         found.append(Series(
             store=str(study.path), slice_index=s,
-            inputs=_crop(inputs, corner, STORED_CROP).astype(np.float16),
-            labels=_crop(labels, corner, STORED_CROP),
-            outside=_crop(outside, corner, STORED_CROP),
+            inputs=crop(inputs, corner, STORED_CROP).astype(np.float16),
+            labels=crop(labels, corner, STORED_CROP),
+            outside=crop(outside, corner, STORED_CROP),
         ))
     return found
 
@@ -164,7 +164,7 @@ def finetune(
 
     from ..study import Study
     from .model import build_network, load_model, save_model
-    from .train import _validate
+    from .train import validate_dice
 
     out = check_output(out if out is not None else default_output())
     started = time.perf_counter()
@@ -196,7 +196,7 @@ def finetune(
                                   weight_decay=config.weight_decay)
     total_steps = config.max_epochs * config.steps_per_epoch
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, total_steps)
-    base_dice = _validate(network, val_x, val_y, config.batch_size)
+    base_dice = validate_dice(network, val_x, val_y, config.batch_size)
     history = [{"epoch": 0, "loss": None, "validation_dice": base_dice}]
     log(f"base model held-out Dice LV {base_dice[0]:.3f} myo {base_dice[1]:.3f} "
         f"RV {base_dice[2]:.3f}")
@@ -208,10 +208,10 @@ def finetune(
         for _ in range(config.steps_per_epoch):
             batch = np.sort(rng.choice(len(train_x), min(config.batch_size, len(train_x)),
                                        replace=False))
-            x, y = _augment(train_x[batch], train_y[batch], rng)
+            x, y = augment(train_x[batch], train_y[batch], rng)
             x, outside = torch.from_numpy(x[:, :-1]), torch.from_numpy(x[:, -1])
             logits = network(x.contiguous(memory_format=torch.channels_last))
-            loss = _loss(logits, torch.from_numpy(y))
+            loss = segmentation_loss(logits, torch.from_numpy(y))
             loss = loss + OUTSIDE_WEIGHT * _outside_loss(logits, outside)
             optimiser.zero_grad()
             loss.backward()
@@ -221,7 +221,7 @@ def finetune(
             done += 1
             if progress is not None:
                 progress(done, total_steps)
-        dice = _validate(network, val_x, val_y, config.batch_size)
+        dice = validate_dice(network, val_x, val_y, config.batch_size)
         score = float(np.nanmean(dice))
         history.append({"epoch": epoch, "loss": float(np.mean(losses)), "validation_dice": dice})
         log(f"epoch {epoch:3d}  loss {np.mean(losses):.4f}  held-out Dice LV {dice[0]:.3f} "

@@ -98,14 +98,14 @@ def study_samples(seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     samples = []
     for s in range(phantom.image.shape[0]):
         inputs = slice_inputs(phantom.image[s], motion[s], times[s], grid).numpy()
-        labels = _labels_on_grid(grid, phantom.truth["labels"][s, reference[s]])
+        labels = labels_on_grid(grid, phantom.truth["labels"][s, reference[s]])
         rows, cols = np.nonzero((labels == LV_BLOOD) | (labels == MYOCARDIUM))
         if rows.size == 0:
             continue
         offset = rng.integers(-HEART_OFFSET_PX, HEART_OFFSET_PX + 1, size=2)
         corner = np.array([rows.mean(), cols.mean()]).round().astype(int) + offset - STORED_CROP // 2
         samples.append(
-            (_crop(inputs, corner, STORED_CROP).astype(np.float16), _crop(labels, corner, STORED_CROP))
+            (crop(inputs, corner, STORED_CROP).astype(np.float16), crop(labels, corner, STORED_CROP))
         )
     return samples
 
@@ -117,7 +117,7 @@ def _registration_error(rng, shape) -> np.ndarray:
     return error.astype(np.float32)
 
 
-def _labels_on_grid(grid, labels: np.ndarray) -> np.ndarray:
+def labels_on_grid(grid, labels: np.ndarray) -> np.ndarray:
     """Image labels (Y, X) -> grid labels, by bilinear one-hot resampling (partial volume)."""
     import torch
 
@@ -125,7 +125,7 @@ def _labels_on_grid(grid, labels: np.ndarray) -> np.ndarray:
     return grid.from_image(one_hot, np.zeros((4, 2))).argmax(dim=0).numpy().astype(np.uint8)
 
 
-def _crop(array: np.ndarray, corner, size: int) -> np.ndarray:
+def crop(array: np.ndarray, corner, size: int) -> np.ndarray:
     """``array[..., r:r+size, c:c+size]`` with zeros where the window leaves the array."""
     out = np.zeros((*array.shape[:-2], size, size), dtype=array.dtype)
     r0, c0 = corner
@@ -151,7 +151,7 @@ def generate_samples(seeds, workers: int, log: Callable[[str], None]):
     return np.stack(inputs), np.stack(labels)
 
 
-def _augment(inputs, labels, rng):
+def augment(inputs, labels, rng):
     """Random crop, flips and quarter turns of a batch (numpy, same for inputs and labels)."""
     start = rng.integers(0, STORED_CROP - TRAIN_CROP + 1, size=2)
     window = (slice(start[0], start[0] + TRAIN_CROP), slice(start[1], start[1] + TRAIN_CROP))
@@ -164,7 +164,8 @@ def _augment(inputs, labels, rng):
     return np.ascontiguousarray(x, dtype=np.float32), np.ascontiguousarray(y, dtype=np.int64)
 
 
-def _loss(logits, target):
+def segmentation_loss(logits, target):
+    """Cross-entropy plus the soft-Dice loss of the foreground classes (torch tensors)."""
     import torch
     import torch.nn.functional as F
 
@@ -177,7 +178,8 @@ def _loss(logits, target):
     return F.cross_entropy(logits, target) + (1 - soft_dice[1:]).mean()
 
 
-def _validate(network, inputs, labels, batch_size) -> list[float]:
+def validate_dice(network, inputs, labels, batch_size) -> list[float]:
+    """Dice per class of the network's predictions on validation samples."""
     import torch
 
     from .metrics import dice_per_class  # scipy: not at import, the CLI imports this module
@@ -235,16 +237,16 @@ def train(
         losses = []
         for step in range(steps_per_epoch):
             batch = np.sort(order[step * config.batch_size : (step + 1) * config.batch_size])
-            x, y = _augment(train_x[batch], train_y[batch], rng)
+            x, y = augment(train_x[batch], train_y[batch], rng)
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 logits = network(torch.from_numpy(x))
-            loss = _loss(logits, torch.from_numpy(y))
+            loss = segmentation_loss(logits, torch.from_numpy(y))
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
             schedule.step()
             losses.append(loss.item())
-        dice = _validate(network, val_x, val_y, config.batch_size)
+        dice = validate_dice(network, val_x, val_y, config.batch_size)
         score = float(np.nanmean(dice))
         history.append({"epoch": epoch, "loss": float(np.mean(losses)), "validation_dice": dice})
         log(
