@@ -275,7 +275,7 @@ def scan_series(
     if not frames:
         raise DicomError(f"{src}: no readable DICOM images (skipped {_names(skipped)})")
     if skipped:
-        warn(f"{src}: skipped {len(skipped)} unreadable file(s): {_names(skipped)}")
+        warn(f"{src}: {_skipped_note(skipped)}")
     _check_one_study(src, frames)
     _check_unique_instances(src, frames)
     main_frames, aif_frames = _split_aif(src, frames)
@@ -791,8 +791,7 @@ def _attach_aif(src: Path, main: DicomSeries, aif: DicomSeries, label: str) -> N
             f"{_fmt(aif.image_orientation_patient)} but the main series has {_fmt(orientation)}"
         )
     if aif.shape[1] != main.shape[1]:
-        note = (f"; skipped {len(main.skipped)} unreadable file(s): {_names(main.skipped)}"
-                if main.skipped else "")
+        note = f"; {_skipped_note(main.skipped)}" if main.skipped else ""
         raise DicomError(
             f"{src}: AIF series {label} has {aif.shape[1]} dynamics but the main series has "
             f"{main.shape[1]}{note}"
@@ -969,11 +968,15 @@ def _check_duplicates(src: Path, slices: list[list[_Frame]]) -> None:
                 )
 
 
+def _skipped_note(skipped: list[str]) -> str:
+    return f"skipped {len(skipped)} unreadable file(s): {_names(skipped)}"
+
+
 def _check_frame_counts(src: Path, slices: list[list[_Frame]], skipped: list[str]) -> None:
     counts = [len(s) for s in slices]
     if len(set(counts)) > 1:
         detail = ", ".join(f"{_mm(s[0].location_mm)}: {len(s)}" for s in slices)
-        note = f"; skipped {len(skipped)} unreadable file(s): {_names(skipped)}" if skipped else ""
+        note = f"; {_skipped_note(skipped)}" if skipped else ""
         raise DicomError(f"{src}: slices have different frame counts ({detail}){note}")
 
 
