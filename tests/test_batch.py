@@ -139,7 +139,7 @@ def test_quoted_globs_expand_and_folders_are_single_studies(tmp_path):
 
 
 @pytest.mark.parametrize("case", ["missing_source", "zero_workers", "out_inside_source",
-                                  "source_in_outputs"])
+                                  "source_in_outputs", "missing_model"])
 def test_batch_bad_arguments_are_one_line_exit_2(tmp_path, capsys, case):
     source = tmp_path / "study"
     source.mkdir()
@@ -149,6 +149,7 @@ def test_batch_bad_arguments_are_one_line_exit_2(tmp_path, capsys, case):
         "zero_workers": [str(source), "--out", str(out), "--workers", "0"],
         "out_inside_source": [str(source), "--out", str(source / "results")],
         "source_in_outputs": [str(out / "studies" / "x.zarr"), "--out", str(out)],
+        "missing_model": [str(source), "--out", str(out), "--model", str(tmp_path / "m.safetensors")],
     }[case]
     if case == "source_in_outputs":
         (out / "studies" / "x.zarr").mkdir(parents=True)

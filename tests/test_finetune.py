@@ -77,6 +77,18 @@ def test_segmenting_with_a_finetuned_model_records_it(stores, tmp_path, capsys):
     assert recorded["model_name"] == "mine" and recorded["model_path"] == str(out.resolve())
 
 
+def test_batch_segments_with_the_chosen_model(stores, tmp_path):
+    model = tmp_path / "site.safetensors"
+    finetune(stores, model, config=TINY, log=lambda line: None)
+    source = write_phantom(tmp_path / "in.zarr", seed=35, n_dynamics=20).path
+    out = tmp_path / "batch"
+    assert main(["batch", str(source), "--out", str(out), "--workers", "1",
+                 "--model", str(model)]) == 0
+    recorded = Study.open(out / "studies" / "in.zarr").attrs["steps"]["segment"]["parameters"]
+    assert recorded["model_path"] == str(model.resolve())
+    assert recorded["model_sha256"] == file_sha256(model)
+
+
 def test_store_without_accepted_series_is_a_one_line_error(tmp_path, capsys):
     store = _accepted_store(tmp_path / "none.zarr", 34, accepted=())
     out = tmp_path / "x.safetensors"

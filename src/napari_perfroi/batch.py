@@ -141,8 +141,10 @@ def default_workers() -> int:
 
 
 # ---------------------------------------------------------------- the task
-def process_study(job: BatchJob, out_dir: str, force: bool = False) -> StudyRecord:
-    """Import, analyse and report one study; never raises for a bad study.
+def process_study(job: BatchJob, out_dir: str, force: bool = False,
+                  model: Path | None = None) -> StudyRecord:
+    """Import, analyse (segmenting with ``model``, default the shipped one) and report one
+    study; never raises for a bad study.
 
     Skips a study whose report and analysed store already exist unless
     ``force``. On failure the study's outputs are removed and the record says why.
@@ -155,7 +157,7 @@ def process_study(job: BatchJob, out_dir: str, force: bool = False) -> StudyReco
             record.status = STATUS_SKIPPED
             _fill_record(record, store, [])
         else:
-            import_warnings = _analyse(job.source, store, report_dir)
+            import_warnings = _analyse(job.source, store, report_dir, model)
             _fill_record(record, store, import_warnings)
     except Exception as exc:  # noqa: BLE001 - one bad study must not stop the batch
         record = failed_record(job, Path(out_dir), exc)
@@ -193,7 +195,7 @@ def _is_complete(store: Path, report_dir: Path) -> bool:
     return study.has("aha") and "aha" in study.attrs["steps"]
 
 
-def _analyse(source: Path, store: Path, report_dir: Path) -> list[str]:
+def _analyse(source: Path, store: Path, report_dir: Path, model: Path | None) -> list[str]:
     """Import or copy ``source`` to ``store``, run every step, write the report.
 
     Returns the importer's warnings (e.g. skipped files).
@@ -214,7 +216,7 @@ def _analyse(source: Path, store: Path, report_dir: Path) -> list[str]:
     # to the cluster and free this worker's slot, running several studies at once on it.
     with dask.config.set(scheduler="synchronous"):
         for step in with_prerequisites(study, list(STEPS)):
-            run_step(study, step)
+            run_step(study, step, **({"model": model} if step == "segment" else {}))
         write_report(study, report_dir)
     return import_warnings
 
@@ -313,6 +315,7 @@ def run_batch(
     client: Any,
     *,
     force: bool = False,
+    model: Path | None = None,
     log: Callable[[str], None] = print,
 ) -> list[StudyRecord]:
     """Process every job on ``client``'s workers with a progress bar; write ``summary.csv``.
@@ -326,7 +329,7 @@ def run_batch(
     out_dir.mkdir(parents=True, exist_ok=True)
     log(f"dashboard: {client.dashboard_link}")
     futures = {
-        client.submit(process_study, job, str(out_dir), force, pure=False): job
+        client.submit(process_study, job, str(out_dir), force, model, pure=False): job
         for job in jobs
     }
     records: dict[str, StudyRecord] = {}

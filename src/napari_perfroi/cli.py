@@ -11,6 +11,7 @@ from .errors import InputError
 from .progress import TqdmProgress
 from .report import study_summary
 from .roi import DEFAULT_MARGIN_MM
+from .segment.finetune import FinetuneConfig
 from .segment.train import TrainingConfig
 
 
@@ -138,9 +139,14 @@ def _cmd_batch(args: argparse.Namespace) -> None:
     from .batch import count_line, expand_sources, open_client, plan_jobs, run_batch
 
     out_dir = Path(args.out)
+    model = None
+    if args.model is not None:
+        model = Path(args.model).expanduser().resolve()  # the workers may run elsewhere
+        if not model.is_file():
+            raise InputError(f"{args.model}: model weights not found")
     jobs = plan_jobs(expand_sources(args.src), out_dir)
     with open_client(workers=args.workers, scheduler=args.scheduler) as client:
-        records = run_batch(jobs, out_dir, client, force=args.force)
+        records = run_batch(jobs, out_dir, client, force=args.force, model=model)
     print(f"wrote {out_dir / 'summary.csv'}")
     print(count_line(records))
 
@@ -237,6 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "see the same files)")
     cmd.add_argument("--force", action="store_true",
                      help="recompute studies that already have a report")
+    cmd.add_argument("--model", default=None,
+                     help="segmentation weights (.safetensors, e.g. a fine-tuned model; "
+                          "default: the shipped model)")
     cmd.set_defaults(run=_cmd_batch)
 
     cmd = commands.add_parser(
@@ -260,10 +269,11 @@ def build_parser() -> argparse.ArgumentParser:
     cmd.add_argument("--validation-studies", type=int, default=defaults.validation_studies,
                      help=f"phantom studies for early stopping (default {defaults.validation_studies})")
     cmd.add_argument("--epochs", type=int, default=None,
-                     help=f"most epochs (default {defaults.max_epochs}; fine-tuning 12)")
+                     help=f"most epochs (default {defaults.max_epochs}; fine-tuning "
+                          f"{FinetuneConfig.max_epochs})")
     cmd.add_argument("--patience", type=int, default=None,
                      help=f"stop after this many epochs without improvement (default "
-                          f"{defaults.patience}; fine-tuning 3)")
+                          f"{defaults.patience}; fine-tuning {FinetuneConfig.patience})")
     cmd.add_argument("--seed", type=int, default=defaults.seed, help="training seed (default 0)")
     cmd.add_argument("--workers", type=int, default=defaults.workers,
                      help=f"processes generating phantoms (default {defaults.workers})")

@@ -42,6 +42,7 @@ SLICE_LEVELS = ("basal", "mid", "apical")
 # Arrays a step may write, with their dtype and the axes they share with image.
 DERIVED_ARRAYS = {
     "labels": ("uint8", "STYX"),
+    "labels_edited": ("uint8", "ST"),
     "roi": ("float32", "ST3"),
     "roi_state": ("uint8", "ST"),
     "motion": ("float32", "ST2"),

@@ -1,31 +1,42 @@
-"""The "Segment" dock widget: motion + segmentation of the study shown in the viewer.
+"""The "Segment" dock widget: motion + segmentation of the study shown in the viewer,
+with the model to use, and fine-tuning of that model on accepted series.
 
-The steps run in a napari thread worker, so the viewer stays responsive. The
-widget only finds the study store, starts and cancels the run and shows the
-result; the analysis lives in :mod:`napari_perfroi.pipeline`. Torch is
-imported in the worker thread, never when napari loads this module.
+Segmenting and fine-tuning run in a napari thread worker, so the viewer stays
+responsive. The widget only finds the study store, starts and cancels the
+run and shows the result; the analysis lives in
+:mod:`napari_perfroi.pipeline` and :mod:`napari_perfroi.segment.finetune`.
+Torch is imported in the worker thread, never when napari loads this module.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 
-from qtpy.QtCore import Signal
+import numpy as np
+from qtpy.QtCore import Qt, Signal
 from qtpy.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QGroupBox,
     QHBoxLayout,
     QLabel,
+    QListWidget,
     QProgressBar,
     QPushButton,
     QVBoxLayout,
     QWidget,
 )
 
+from ..errors import InputError
 from ..progress import Cancelled
 from .layers import DICOM_KEY, IMAGE_LAYER, LABELS_LAYER, STORE_KEY
 from .step_worker import request_cancel, show_step_error, show_step_progress, step_worker
 
 STEPS = ["segment"]  # plus the steps whose output the store lacks (motion)
+SHIPPED_MODEL = "shipped model"
+OTHER_MODEL = "other file…"
 IMPORT_HINT = "import it first (perfroi import FOLDER STUDY.zarr) and open STUDY.zarr"
 
 
@@ -42,8 +53,27 @@ def find_store(viewer) -> tuple[Path | None, str]:
     return None, f"'{IMAGE_LAYER}' is not from a study store: {IMPORT_HINT}"
 
 
-def run_segment(path: Path, cancel: threading.Event, on_progress, on_device) -> dict[str, str]:
-    """Run segment and its missing prerequisites on the store; {step: summary}.
+def model_description(path: Path | None) -> str:
+    """One line on a model file: what it was fine-tuned on and its held-out Dice."""
+    if path is None:
+        return "the model shipped with napari-perfroi"
+    try:
+        metadata = json.loads(path.with_suffix(".json").read_text())
+        recipe = metadata["finetuning"]
+        before = metadata["base_validation_dice"]["myocardium"]
+        after = metadata["validation_dice"]["myocardium"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return str(path)
+    studies = len(recipe["stores"])
+    return (f"{path}\nfine-tuned on {recipe['train_series'] + recipe['held_out_series']} "
+            f"series of {studies} stud{'y' if studies == 1 else 'ies'}; held-out myocardium "
+            f"Dice {before:.3f} → {after:.3f}")
+
+
+def run_segment(path: Path, cancel: threading.Event, on_progress, on_device,
+                model: Path | None = None) -> dict[str, str]:
+    """Run segment (with ``model``, default the shipped one) and its missing prerequisites
+    on the store; {step: summary}.
 
     Runs in the worker thread: it reports through ``on_progress(step, done,
     total)`` and ``on_device(name)`` (signal emitters) and raises
@@ -65,8 +95,22 @@ def run_segment(path: Path, cancel: threading.Event, on_progress, on_device) -> 
             on_progress(name, done, total)
 
         progress(0, study.shape[0])
-        summaries[name] = run_step(study, name, progress, device=device)
+        options = {"model": model} if name == "segment" else {}
+        summaries[name] = run_step(study, name, progress, device=device, **options)
     return summaries
+
+
+def run_finetune(stores: list[Path], base: Path | None, config, cancel: threading.Event,
+                 on_progress) -> tuple[Path, dict]:
+    """Fine-tune ``base`` on the stores' accepted series into a new user model (worker thread)."""
+    from ..segment.finetune import finetune
+
+    def progress(done: int, total: int) -> None:
+        if cancel.is_set():
+            raise Cancelled
+        on_progress("fine-tune", done, total)
+
+    return finetune(stores, base=base, config=config, progress=progress, log=lambda line: None)
 
 
 def _pick_device() -> str:
@@ -83,9 +127,13 @@ class SegmentWidget(QWidget):
     _device_found = Signal(str)
 
     def __init__(self, napari_viewer):
+        from ..segment.finetune import FinetuneConfig
+
         super().__init__()
         self.viewer = napari_viewer
+        self.finetune_config = FinetuneConfig()
         self.worker = None  # the running thread worker, None when idle
+        self._chosen_model = 0  # index of the model chosen before "other file…" was picked
         self._store: Path | None = None  # the store of the perfusion layer
         self._run_store: Path | None = None  # the store of the current run
         self._device_worker = None
@@ -94,26 +142,64 @@ class SegmentWidget(QWidget):
         self.study_label = QLabel()
         self.study_label.setWordWrap(True)
         self.device_label = QLabel("device: chosen on first run")
+        self.model_box = QComboBox()
+        self.model_box.setToolTip("The segmentation model; fine-tuned ones are in "
+                                  "the user data folder")
         self.run_button = QPushButton("Segment")
-        self.run_button.setToolTip("Estimate motion if needed, then segment every frame")
+        self.run_button.setToolTip("Estimate motion if needed, then segment every frame; "
+                                   "frames with saved label edits are kept")
+        self.save_labels_button = QPushButton("Save label edits")
+        self.save_labels_button.setToolTip(
+            "Write the painted 'labels' layer into the study; the changed frames are marked "
+            "edited, kept by Segment and learnt from by Fine-tune")
+        self.finetune_stores = QListWidget()
+        self.finetune_stores.setToolTip("Studies whose accepted series (circles accepted on "
+                                        "every frame) the model learns from")
+        self.finetune_stores.setMaximumHeight(80)
+        self.add_stores_button = QPushButton("Add study…")
+        self.remove_store_button = QPushButton("Remove")
+        self.finetune_button = QPushButton("Fine-tune")
+        self.finetune_button.setToolTip(
+            "Train the chosen model further on the accepted series of these studies, holding "
+            "some out to stop early; the result is a new model, chosen for the next Segment")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
         self.progress_bar = QProgressBar()
         self.status = QLabel()
         self.status.setWordWrap(True)
 
+        models = QHBoxLayout()
+        models.addWidget(QLabel("model:"))
+        models.addWidget(self.model_box, stretch=1)
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button)
+        buttons.addWidget(self.save_labels_button)
         buttons.addWidget(self.cancel_button)
+        finetune_group = QGroupBox("Fine-tune on accepted series")
+        store_buttons = QHBoxLayout()
+        store_buttons.addWidget(self.add_stores_button)
+        store_buttons.addWidget(self.remove_store_button)
+        store_buttons.addWidget(self.finetune_button)
+        finetune_layout = QVBoxLayout(finetune_group)
+        finetune_layout.addWidget(self.finetune_stores)
+        finetune_layout.addLayout(store_buttons)
         layout = QVBoxLayout(self)
         for widget in (self.study_label, self.device_label):
             layout.addWidget(widget)
+        layout.addLayout(models)
         layout.addLayout(buttons)
+        layout.addWidget(finetune_group)
         layout.addWidget(self.progress_bar)
         layout.addWidget(self.status)
         layout.addStretch()
 
+        self._list_models()
+        self.model_box.activated.connect(self._model_activated)
         self.run_button.clicked.connect(self.run)
+        self.save_labels_button.clicked.connect(self.save_label_edits)
+        self.finetune_button.clicked.connect(self.fine_tune)
+        self.add_stores_button.clicked.connect(self._browse_stores)
+        self.remove_store_button.clicked.connect(self._remove_selected_stores)
         self.cancel_button.clicked.connect(self.cancel)
         self._progressed.connect(self._show_progress)
         self._device_found.connect(self._show_device)
@@ -125,38 +211,154 @@ class SegmentWidget(QWidget):
 
     # ---------------------------------------------------------------- actions
     def run(self) -> None:
-        """Start the steps on the study's store in a worker thread."""
+        """Save label edits, then start the steps on the study's store in a worker thread."""
         self._refresh()
         if self._store is None or self.worker is not None:
             return
-        self._cancel.clear()
+        self.save_label_edits()  # painted frames are kept, not overwritten
         self._run_store = self._store  # the layer may go while the run goes on
-        self.worker = step_worker(
+        self._start(step_worker(
             run_segment, self._run_store, self._cancel, self._progressed.emit,
-            self._device_found.emit, on_done=self._on_done, on_error=self._on_error,
+            self._device_found.emit, self.model(), on_done=self._on_done,
+            on_error=self._on_error, on_finished=self._on_finished,
+        ))
+
+    def save_label_edits(self) -> int | None:
+        """Write the "labels" layer of the open study into its store; the frames newly marked
+        edited (None when there is nothing to save)."""
+        from ..label_edits import save_label_edits
+        from ..study import Study
+
+        layer = next((layer for layer in self.viewer.layers if layer.name == LABELS_LAYER), None)
+        if (self.worker is not None or layer is None
+                or layer.metadata.get(STORE_KEY) != str(self._store)):
+            return None
+        try:
+            added = save_label_edits(Study.open(self._store, writable=True), np.asarray(layer.data))
+        except InputError as exc:
+            self.status.setText(str(exc))
+            return None
+        self.status.setText(f"label edits saved: {added} more frame(s) marked edited"
+                            if added else "labels: no new edits to save")
+        return added
+
+    def fine_tune(self) -> None:
+        """Fine-tune the chosen model on the listed studies' accepted series (worker thread);
+        label edits of the open study are saved first."""
+        if self.worker is not None:
+            return
+        self.save_label_edits()
+        stores = self.stores_to_finetune()
+        if not stores:
+            self.status.setText("add the studies whose accepted series to learn from")
+            return
+        self._start(step_worker(
+            run_finetune, stores, self.model(), self.finetune_config, self._cancel,
+            self._progressed.emit, on_done=self._on_finetuned, on_error=self._on_error,
             on_finished=self._on_finished,
-        )
-        self._set_running(True)
-        self.status.setText("starting…")
-        self.worker.start()
+        ))
+
+    def model(self) -> Path | None:
+        """The chosen model's weights; None for the shipped model."""
+        return Path(self.model_box.currentData()) if self.model_box.currentData() else None
+
+    def choose_model(self, path: Path | None) -> None:
+        """Choose ``path`` (None: the shipped model), adding it to the list if needed."""
+        key = "" if path is None else str(Path(path).resolve())
+        index = self.model_box.findData(key)
+        if index < 0:
+            index = self.model_box.count() - 1  # before "other file…"
+            self.model_box.insertItem(index, Path(key).stem, key)
+            self.model_box.setItemData(index, model_description(Path(key)),
+                                       Qt.ItemDataRole.ToolTipRole)
+        self.model_box.setCurrentIndex(index)
+        self._chosen_model = index
+
+    def stores_to_finetune(self) -> list[Path]:
+        return [Path(self.finetune_stores.item(i).text())
+                for i in range(self.finetune_stores.count())]
+
+    def add_finetune_store(self, path: Path) -> None:
+        if Path(path) not in self.stores_to_finetune():
+            self.finetune_stores.addItem(str(path))
 
     def cancel(self) -> None:
-        """Ask the running steps to stop at the next slice; nothing is written."""
+        """Ask the running work to stop at the next slice or step; nothing is written."""
         if self.worker is not None:
             request_cancel(self._cancel, self.cancel_button, self.status)
 
     # ---------------------------------------------------------------- slots (GUI thread)
+    def _start(self, worker) -> None:
+        self._cancel.clear()
+        self.worker = worker
+        self._set_running(True)
+        self.status.setText("starting…")
+        self.worker.start()
+
     def _refresh(self, event=None) -> None:
+        previous = self._store
         self._store, note = find_store(self.viewer)
         self.study_label.setText(note)
-        self.run_button.setEnabled(self._store is not None and self.worker is None)
+        if self._store is not None and self._store != previous:
+            self.add_finetune_store(self._store)
+            self._choose_recorded_model(self._store)
+        self._set_running(self.worker is not None)
+
+    def _choose_recorded_model(self, store: Path) -> None:
+        """Choose the model that produced the store's labels, when it is still there."""
+        from ..study import Study
+
+        try:
+            recorded = Study.open(store).attrs.get("steps", {}).get("segment", {})
+        except InputError:  # reported when a step runs on it
+            return
+        path = recorded.get("parameters", {}).get("model_path")
+        if path is not None and Path(path).is_file():
+            from ..segment.model import SHIPPED_WEIGHTS
+
+            shipped = Path(path).resolve() == SHIPPED_WEIGHTS.resolve()
+            self.choose_model(None if shipped else Path(path))
+
+    def _list_models(self) -> None:
+        from ..segment.finetune import user_models
+
+        self.model_box.addItem(SHIPPED_MODEL, "")
+        self.model_box.setItemData(0, model_description(None), Qt.ItemDataRole.ToolTipRole)
+        self.model_box.addItem(OTHER_MODEL, OTHER_MODEL)
+        for path in user_models():
+            self.choose_model(path)
+        self.choose_model(None)
+
+    def _model_activated(self, index: int) -> None:
+        if self.model_box.itemData(index) != OTHER_MODEL:
+            self._chosen_model = index
+            return
+        path, _ = QFileDialog.getOpenFileName(self, "Segmentation model", "",
+                                              "model weights (*.safetensors)")
+        if path:
+            self.choose_model(Path(path))
+        else:
+            self.model_box.setCurrentIndex(self._chosen_model)
+
+    def _browse_stores(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Study store (*.zarr) with accepted series")
+        if folder:
+            self.add_finetune_store(Path(folder))
+
+    def _remove_selected_stores(self) -> None:
+        for item in self.finetune_stores.selectedItems():
+            self.finetune_stores.takeItem(self.finetune_stores.row(item))
 
     def _set_running(self, running: bool) -> None:
-        self.cancel_button.setEnabled(running)
+        self.cancel_button.setEnabled(running and not self._cancel.is_set())
         self.run_button.setEnabled(not running and self._store is not None)
+        self.save_labels_button.setEnabled(not running and self._store is not None)
+        self.finetune_button.setEnabled(not running)
+        self.model_box.setEnabled(not running)
 
     def _show_progress(self, step: str, done: int, total: int) -> None:
-        show_step_progress(self.progress_bar, self.status, step, done, total, "slices",
+        unit = "steps" if step == "fine-tune" else "slices"
+        show_step_progress(self.progress_bar, self.status, step, done, total, unit,
                            self._cancel.is_set())
 
     def _show_device(self, device: str) -> None:
@@ -169,6 +371,20 @@ class SegmentWidget(QWidget):
         summary = summaries.get("segment", "done")
         self.status.setText(summary)
         show_info(f"{self._run_store.name}: {summary}")
+
+    def _on_finetuned(self, result: tuple[Path, dict]) -> None:
+        from napari.utils.notifications import show_info
+
+        path, metadata = result
+        self.choose_model(path)
+        recipe = metadata["finetuning"]
+        before = metadata["base_validation_dice"]["myocardium"]
+        after = metadata["validation_dice"]["myocardium"]
+        summary = (f"fine-tuned on {recipe['train_series']} series ({recipe['held_out_series']} "
+                   f"held out: myocardium Dice {before:.3f} → {after:.3f}) in "
+                   f"{recipe['total_s']:.0f} s; saved as {path.stem}, chosen for Segment")
+        self.status.setText(summary)
+        show_info(summary)
 
     def _on_error(self, exc: Exception) -> None:
         show_step_error(self.status, exc)

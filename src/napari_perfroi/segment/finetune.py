@@ -2,11 +2,13 @@
 
 A series is one slice whose circles are accepted on every frame. Its sample
 is the model input of that slice (as in training) with two targets on the
-grid: the store's labels of the reference frame (the annotator's, label
-edits included) and the reference frame's accepted circle, as weak
-supervision: no LV blood pool or myocardium outside it. A held-out part of
-the series picks the best epoch (early stopping); the result is a user model
-beside, never over, the shipped one.
+grid: labels in the reference geometry, and the reference frame's accepted
+circle as weak supervision (no LV blood pool or myocardium outside it). The
+labels are the annotator's where a frame of the slice was edited (the edited
+frame nearest the reference frame, moved back by its motion), else the
+stored labels of the reference frame. A held-out part of the series picks
+the best epoch (early stopping); the result is a user model beside, never
+over, the shipped one.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import InputError
+from ..label_edits import edited_frames
 from ..roi import ACCEPTED
 from ..study import LV_BLOOD, MYOCARDIUM
 from .train import STORED_CROP, augment, crop, labels_on_grid, segmentation_loss
@@ -35,8 +38,8 @@ OUTSIDE_WEIGHT = 1.0  # weight of the circle term in the loss
 class FinetuneConfig:
     """Settings of a fine-tuning run (recorded in the user model's metadata)."""
 
-    max_epochs: int = 12
-    patience: int = 3
+    max_epochs: int = 20
+    patience: int = 5
     steps_per_epoch: int = 20
     batch_size: int = 8
     learning_rate: float = 2e-4
@@ -55,6 +58,8 @@ class Series:
     inputs: np.ndarray  # float16 (C, STORED_CROP, STORED_CROP)
     labels: np.ndarray  # uint8 (STORED_CROP, STORED_CROP)
     outside: np.ndarray  # uint8, 1 outside the accepted circle
+    labels_frame: int  # the frame whose labels are the target
+    edited: bool  # whether those labels are the annotator's
 
 
 def user_models_dir() -> Path:
@@ -66,6 +71,13 @@ def user_models_dir() -> Path:
     else:
         base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
     return base / "napari-perfroi" / "models"
+
+
+def user_models() -> list[Path]:
+    """The fine-tuned models in ``user_models_dir()``, newest first."""
+    folder = user_models_dir()
+    found = folder.glob("*.safetensors") if folder.is_dir() else []
+    return sorted(found, key=lambda path: path.stat().st_mtime, reverse=True)
 
 
 def default_output(name: str | None = None) -> Path:
@@ -109,13 +121,15 @@ def study_series(study) -> list[Series]:
     motion, roi, times = study.read("motion"), study.read("roi"), study.frame_times_s
     reference = study.attrs["reference_frame"]
     rows, cols = grid.image_coordinates()
+    edited = edited_frames(study)
     found = []
     for s in slices:
         image = np.asarray(study.image[s])
-        stored = np.asarray(study.zarr_array("labels")[s, reference[s]])
+        frame = _target_frame(edited[s], reference[s])
+        stored = np.asarray(study.zarr_array("labels")[s, frame])
         with torch.inference_mode():
             inputs = slice_inputs(image, motion[s], times[s], grid).numpy()
-        labels = labels_on_grid(grid, stored)
+        labels = labels_on_grid(grid, stored, motion[s, frame] - motion[s, reference[s]])
         r, c, radius = roi[s, reference[s]]
         outside = (np.hypot(rows[:, None] - r, cols[None, :] - c) > radius).astype(np.uint8)
         heart = np.nonzero((labels == LV_BLOOD) | (labels == MYOCARDIUM))
@@ -126,8 +140,15 @@ def study_series(study) -> list[Series]:
             inputs=crop(inputs, corner, STORED_CROP).astype(np.float16),
             labels=crop(labels, corner, STORED_CROP),
             outside=crop(outside, corner, STORED_CROP),
+            labels_frame=frame, edited=bool(edited[s, frame]),
         ))
     return found
+
+
+def _target_frame(edited: np.ndarray, reference: int) -> int:
+    """The edited frame nearest ``reference`` (the reference itself first), else the reference."""
+    frames = np.flatnonzero(edited)
+    return int(frames[np.argmin(np.abs(frames - reference))]) if frames.size else reference
 
 
 def _outside_loss(logits, outside):
@@ -187,7 +208,8 @@ def finetune(
     train_x, train_y = _stack(training)
     val_x, val_y = _stack(held_out)
     val_x = val_x[:, :-1]
-    log(f"{len(training)} training and {len(held_out)} held-out series")
+    log(f"{len(training)} training and {len(held_out)} held-out series, "
+        f"{sum(item.edited for item in series)} with label edits")
 
     network = build_network(base_model.metadata["architecture"])
     network.load_state_dict(base_model.network.state_dict())
@@ -239,8 +261,11 @@ def finetune(
     stores_seen: dict[str, dict[str, list[int]]] = {}
     for role, group in (("train_slices", training), ("held_out_slices", held_out)):
         for item in group:
-            seen = stores_seen.setdefault(item.store, {"train_slices": [], "held_out_slices": []})
+            seen = stores_seen.setdefault(
+                item.store, {"train_slices": [], "held_out_slices": [], "edited_slices": []})
             seen[role].append(item.slice_index)
+            if item.edited:
+                seen["edited_slices"].append(item.slice_index)
     metadata = {
         **{k: base_model.metadata[k] for k in ("architecture", "inputs", "classes")},
         "name": out.stem,
@@ -250,8 +275,10 @@ def finetune(
             "stores": [{"path": path, **seen} for path, seen in stores_seen.items()],
             "train_series": len(training),
             "held_out_series": len(held_out),
-            "targets": "stored labels of the reference frame; LV blood pool and myocardium "
-                       "penalised outside the accepted circle",
+            "series_with_label_edits": sum(item.edited for item in series),
+            "targets": "the annotator's labels (the edited frame nearest the reference frame) "
+                       "or else the stored labels of the reference frame; LV blood pool and "
+                       "myocardium penalised outside the accepted circle",
             "loss": f"cross-entropy + soft Dice (classes 1-3) + {OUTSIDE_WEIGHT:g} x mean LV+myo "
                     "probability outside the circle",
             "optimiser": "AdamW, cosine learning rate",

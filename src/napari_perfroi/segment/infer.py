@@ -8,6 +8,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import InputError
+from ..label_edits import edited_frames
 from .model import LoadedModel, load_model
 from .postprocess import plausible_labels
 
@@ -19,13 +20,18 @@ class Segmentation:
     labels: np.ndarray  # uint8 (S, T, Y, X)
     lv_found: list[bool]  # per slice; False -> that slice's labels are empty
     device: str
+    kept_frames: int = 0  # frames whose edited labels were kept
 
     def message(self) -> str:
-        """A one-line summary naming slices where no LV was found."""
+        """A one-line summary naming slices where no LV was found and kept edits."""
         missing = [str(s) for s, found in enumerate(self.lv_found) if not found]
         if not missing:
-            return f"LV found on all {len(self.lv_found)} slice(s)"
-        return f"no LV found on slice(s) {', '.join(missing)}: their labels are empty"
+            line = f"LV found on all {len(self.lv_found)} slice(s)"
+        else:
+            line = f"no LV found on slice(s) {', '.join(missing)}: their labels are empty"
+        if self.kept_frames:
+            line += f"; kept the edited labels of {self.kept_frames} frame(s)"
+        return line
 
 
 def segment_series(
@@ -120,6 +126,10 @@ def segment_study(study, model: LoadedModel | None = None, progress=None) -> Seg
         study.pixel_spacing_mm,
         progress=progress,
     )
+    kept = edited_frames(study) & study.has("labels")
+    if kept.any():  # the annotator's corrections win over the model
+        result.labels[kept] = study.read("labels")[kept]
+    result.kept_frames = int(kept.sum())
     study.write("labels", result.labels)
     study.record_step(
         "segment",
@@ -130,6 +140,7 @@ def segment_study(study, model: LoadedModel | None = None, progress=None) -> Seg
             "model_sha256": model.sha256,
             "device": model.device,
             "lv_found": result.lv_found,
+            "kept_edited_frames": result.kept_frames,
         },
         __version__,
     )

@@ -117,12 +117,14 @@ def _registration_error(rng, shape) -> np.ndarray:
     return error.astype(np.float32)
 
 
-def labels_on_grid(grid, labels: np.ndarray) -> np.ndarray:
-    """Image labels (Y, X) -> grid labels, by bilinear one-hot resampling (partial volume)."""
+def labels_on_grid(grid, labels: np.ndarray, shift=(0.0, 0.0)) -> np.ndarray:
+    """Image labels (Y, X) of a frame moved by ``shift`` (row, col) -> grid labels of the
+    reference geometry, by bilinear one-hot resampling (partial volume)."""
     import torch
 
     one_hot = torch.from_numpy((labels[None] == np.arange(N_CLASSES)[:, None, None]).astype(np.float32))
-    return grid.from_image(one_hot, np.zeros((4, 2))).argmax(dim=0).numpy().astype(np.uint8)
+    shifts = np.tile(np.asarray(shift, dtype=np.float64), (N_CLASSES, 1))
+    return grid.from_image(one_hot, shifts).argmax(dim=0).numpy().astype(np.uint8)
 
 
 def crop(array: np.ndarray, corner, size: int) -> np.ndarray:
