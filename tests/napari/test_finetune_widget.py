@@ -55,6 +55,7 @@ def test_finetune_saves_a_user_model_that_segment_then_uses(
     viewer = make_napari_viewer()
     widget = _dock(viewer, accepted_store)
     assert widget.stores_to_finetune() == [accepted_store]
+    assert widget.finetune_stores.item(0).text() == "p.zarr: 3 accepted series"
     assert widget.model_box.currentText() == SHIPPED_MODEL and widget.model() is None
 
     assert widget.save_label_edits() == 0 and "no new edits" in widget.status.text()
@@ -112,6 +113,7 @@ def test_study_without_accepted_series_is_one_status_line(
     with qtbot.waitSignal(widget.finished, timeout=RUN_TIMEOUT_MS):
         widget.fine_tune()
 
+    assert widget.finetune_stores.item(0).text() == "p.zarr: 0 accepted series"
     assert "no accepted series" in widget.status.text()
     assert len(widget.status.text().splitlines()) == 1
     assert not user_data.exists()

@@ -23,6 +23,7 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QListWidget,
+    QListWidgetItem,
     QProgressBar,
     QPushButton,
     QVBoxLayout,
@@ -248,6 +249,7 @@ class SegmentWidget(QWidget):
         if self.worker is not None:
             return
         self.save_label_edits()
+        self._count_accepted_series()
         stores = self.stores_to_finetune()
         if not stores:
             self.status.setText("add the studies whose accepted series to learn from")
@@ -275,12 +277,33 @@ class SegmentWidget(QWidget):
         self._chosen_model = index
 
     def stores_to_finetune(self) -> list[Path]:
-        return [Path(self.finetune_stores.item(i).text())
+        return [Path(self.finetune_stores.item(i).data(Qt.ItemDataRole.UserRole))
                 for i in range(self.finetune_stores.count())]
 
     def add_finetune_store(self, path: Path) -> None:
-        if Path(path) not in self.stores_to_finetune():
-            self.finetune_stores.addItem(str(path))
+        """List a study store to learn from (shown with its number of accepted series)."""
+        path = Path(path)
+        if path in self.stores_to_finetune():
+            return
+        item = QListWidgetItem()
+        item.setData(Qt.ItemDataRole.UserRole, str(path))
+        item.setToolTip(str(path))
+        self.finetune_stores.addItem(item)
+        self._count_accepted_series()
+
+    def _count_accepted_series(self) -> None:
+        """Name each listed store with its accepted series as the store has them now."""
+        from ..segment.finetune import accepted_slices
+        from ..study import Study
+
+        for i in range(self.finetune_stores.count()):
+            item = self.finetune_stores.item(i)
+            path = Path(item.data(Qt.ItemDataRole.UserRole))
+            try:
+                note = f"{len(accepted_slices(Study.open(path)))} accepted series"
+            except InputError as exc:
+                note = str(exc)
+            item.setText(f"{path.name}: {note}")
 
     def cancel(self) -> None:
         """Ask the running work to stop at the next slice or step; nothing is written."""
@@ -410,6 +433,13 @@ class SegmentWidget(QWidget):
         else:
             layer = self.viewer.add_labels(data, **kwargs)
         self.viewer.layers.selection.active = layer
+
+    def enterEvent(self, event) -> None:  # noqa: N802 - Qt override
+        """Recount the accepted series when the pointer comes to the dock (they change as the
+        ROI review goes on)."""
+        super().enterEvent(event)
+        if self.worker is None:
+            self._count_accepted_series()
 
     def showEvent(self, event) -> None:  # noqa: N802 - Qt override
         """Find the device in the background the first time the widget is shown."""
