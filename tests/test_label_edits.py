@@ -8,7 +8,7 @@ import pytest
 from napari_perfroi.errors import InputError
 from napari_perfroi.label_edits import EDITED_LABELS, edited_frames, save_label_edits
 from napari_perfroi.pipeline import run_step
-from napari_perfroi.segment.finetune import _target_frame, study_series
+from napari_perfroi.segment.finetune import study_series
 from napari_perfroi.study import MYOCARDIUM, Study
 
 
@@ -64,16 +64,7 @@ def test_segment_keeps_the_edited_frames(analysed_store):
     assert study.attrs["steps"]["segment"]["parameters"]["kept_edited_frames"] == 1
 
 
-def test_target_frame_is_the_edited_frame_nearest_the_reference():
-    edited = np.zeros(10, dtype=bool)
-    assert _target_frame(edited, 4) == 4
-    edited[[1, 8]] = True
-    assert _target_frame(edited, 6) == 8
-    edited[4] = True
-    assert _target_frame(edited, 4) == 4
-
-
-def test_finetuning_targets_come_from_the_edited_frame_moved_back(phantom_store):
+def test_finetuning_targets_come_from_the_edited_frames_moved_back(phantom_store):
     study = Study.open(phantom_store, writable=True)
     for name in ("motion", "labels", "roi"):
         study.write(name, study.read(f"truth/{name}"))
@@ -84,15 +75,16 @@ def test_finetuning_targets_come_from_the_edited_frame_moved_back(phantom_store)
 
     motion = study.read("motion")
     s = 1
-    moved = int(np.argmax(np.abs(motion[s] - motion[s, reference[s]]).sum(axis=1)))
-    assert np.abs(motion[s, moved] - motion[s, reference[s]]).max() > 1.0  # a frame that moved
+    moved_by = np.abs(motion[s] - motion[s, reference[s]]).sum(axis=1)
+    moved = sorted(int(t) for t in np.argsort(moved_by)[-2:])  # the two frames that moved most
+    assert moved_by[moved].min() > 1.0
     labels = study.read("labels")
-    labels[s, moved, 0, 0] = 3  # an edit far from the heart: the frame's labels are the truth's
+    labels[s, moved, 0, 0] = 3  # edits far from the heart: the frames' labels are the truth's
     save_label_edits(study, labels)
     edited = {item.slice_index: item for item in study_series(study)}
-    assert edited[s].edited and edited[s].labels_frame == moved
-    # moved back by its motion, the moved frame's blood pool lies on the reference frame's
-    # (without the motion the overlap is 0.80)
+    assert edited[s].edited and edited[s].labels_frames == moved
+    # moved back by their motion, the edited frames' blood pool lies on the reference frame's
+    # (without the motion the overlap is 0.80 for the frame that moved most)
     blood = [item.labels == 1 for item in (edited[s], unedited[s])]
     assert (blood[0] & blood[1]).sum() / blood[1].sum() > 0.95
     for other in (0, 2):

@@ -4,9 +4,9 @@ A series is one slice whose circles are accepted on every frame. Its sample
 is the model input of that slice (as in training) with two targets on the
 grid: labels in the reference geometry, and the reference frame's accepted
 circle as weak supervision (no LV blood pool or myocardium outside it). The
-labels are the annotator's where a frame of the slice was edited (the edited
-frame nearest the reference frame, moved back by its motion), else the
-stored labels of the reference frame. A held-out part of the series picks
+labels are the annotator's where frames of the slice were edited (each
+edited frame moved back by its motion, the class with the largest mean share
+per grid pixel), else the stored labels of the reference frame. A held-out part of the series picks
 the best epoch (early stopping); the result is a user model beside, never
 over, the shipped one.
 """
@@ -58,7 +58,7 @@ class Series:
     inputs: np.ndarray  # float16 (C, STORED_CROP, STORED_CROP)
     labels: np.ndarray  # uint8 (STORED_CROP, STORED_CROP)
     outside: np.ndarray  # uint8, 1 outside the accepted circle
-    labels_frame: int  # the frame whose labels are the target
+    labels_frames: list[int]  # the frames whose labels make the target
     edited: bool  # whether those labels are the annotator's
 
 
@@ -125,11 +125,11 @@ def study_series(study) -> list[Series]:
     found = []
     for s in slices:
         image = np.asarray(study.image[s])
-        frame = _target_frame(edited[s], reference[s])
-        stored = np.asarray(study.zarr_array("labels")[s, frame])
+        frames = np.flatnonzero(edited[s]) if edited[s].any() else np.array([reference[s]])
+        stored = np.asarray(study.zarr_array("labels")[s])[frames]
         with torch.inference_mode():
             inputs = slice_inputs(image, motion[s], times[s], grid).numpy()
-        labels = labels_on_grid(grid, stored, motion[s, frame] - motion[s, reference[s]])
+        labels = labels_on_grid(grid, stored, motion[s, frames] - motion[s, reference[s]])
         r, c, radius = roi[s, reference[s]]
         outside = (np.hypot(rows[:, None] - r, cols[None, :] - c) > radius).astype(np.uint8)
         heart = np.nonzero((labels == LV_BLOOD) | (labels == MYOCARDIUM))
@@ -140,15 +140,9 @@ def study_series(study) -> list[Series]:
             inputs=crop(inputs, corner, STORED_CROP).astype(np.float16),
             labels=crop(labels, corner, STORED_CROP),
             outside=crop(outside, corner, STORED_CROP),
-            labels_frame=frame, edited=bool(edited[s, frame]),
+            labels_frames=frames.tolist(), edited=bool(edited[s].any()),
         ))
     return found
-
-
-def _target_frame(edited: np.ndarray, reference: int) -> int:
-    """The edited frame nearest ``reference`` (the reference itself first), else the reference."""
-    frames = np.flatnonzero(edited)
-    return int(frames[np.argmin(np.abs(frames - reference))]) if frames.size else reference
 
 
 def _outside_loss(logits, outside):
@@ -276,9 +270,9 @@ def finetune(
             "train_series": len(training),
             "held_out_series": len(held_out),
             "series_with_label_edits": sum(item.edited for item in series),
-            "targets": "the annotator's labels (the edited frame nearest the reference frame) "
-                       "or else the stored labels of the reference frame; LV blood pool and "
-                       "myocardium penalised outside the accepted circle",
+            "targets": "the annotator's labels (the edited frames moved back to the reference "
+                       "geometry, majority share) or else the stored labels of the reference "
+                       "frame; LV blood pool and myocardium penalised outside the accepted circle",
             "loss": f"cross-entropy + soft Dice (classes 1-3) + {OUTSIDE_WEIGHT:g} x mean LV+myo "
                     "probability outside the circle",
             "optimiser": "AdamW, cosine learning rate",

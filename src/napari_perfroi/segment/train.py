@@ -117,14 +117,19 @@ def _registration_error(rng, shape) -> np.ndarray:
     return error.astype(np.float32)
 
 
-def labels_on_grid(grid, labels: np.ndarray, shift=(0.0, 0.0)) -> np.ndarray:
-    """Image labels (Y, X) of a frame moved by ``shift`` (row, col) -> grid labels of the
-    reference geometry, by bilinear one-hot resampling (partial volume)."""
+def labels_on_grid(grid, labels: np.ndarray, shifts=None) -> np.ndarray:
+    """Image labels (Y, X), or (F, Y, X) of frames moved by ``shifts`` (F, 2) (row, col) ->
+    grid labels of the reference geometry: the class with the largest mean share after
+    bilinear one-hot resampling (partial volume)."""
     import torch
 
-    one_hot = torch.from_numpy((labels[None] == np.arange(N_CLASSES)[:, None, None]).astype(np.float32))
-    shifts = np.tile(np.asarray(shift, dtype=np.float64), (N_CLASSES, 1))
-    return grid.from_image(one_hot, shifts).argmax(dim=0).numpy().astype(np.uint8)
+    frames = np.asarray(labels).reshape(-1, *np.shape(labels)[-2:])
+    shifts = np.zeros((len(frames), 2)) if shifts is None else np.reshape(shifts, (-1, 2))
+    total = 0
+    for frame, shift in zip(frames, shifts):
+        one_hot = (frame[None] == np.arange(N_CLASSES)[:, None, None]).astype(np.float32)
+        total = total + grid.from_image(torch.from_numpy(one_hot), np.tile(shift, (N_CLASSES, 1)))
+    return total.argmax(dim=0).numpy().astype(np.uint8)
 
 
 def crop(array: np.ndarray, corner, size: int) -> np.ndarray:
