@@ -56,9 +56,9 @@ def annotated_stores(folder: Path, n_series: int) -> list[str]:
         n_slices = study.shape[0]
         accepted = list(range(min(left, n_slices)))
         labels, truth = study.read("labels"), study.read("truth/labels")
+        reference = study.attrs["reference_frame"]
         for s in accepted:  # the annotator paints the reference frame right
-            reference = study.attrs["reference_frame"][s]
-            labels[s, reference] = truth[s, reference]
+            labels[s, reference[s]] = truth[s, reference[s]]
         save_label_edits(study, labels)
         margin_px = R.DEFAULT_MARGIN_MM / R.mean_spacing(study.pixel_spacing_mm)
         study.write("roi", study.read("truth/roi") + np.array([0, 0, margin_px], dtype=np.float32))

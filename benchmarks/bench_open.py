@@ -151,14 +151,14 @@ def print_table(path: Path, runs: list[dict[str, float]]) -> None:
     rows = [
         ("open -> first frame, first study (s)", "first_open_s", TARGET_SECONDS),
         ("open -> first frame, next study (s)", "next_open_s", TARGET_SECONDS),
-        ("peak RSS of the napari process (MB)", "peak_rss_mb", TARGET_RSS_MB),
+        ("peak RSS of the napari process (MiB)", "peak_rss_mb", TARGET_RSS_MB),
     ]
     for label, key, target in rows:
         values = [r[key] for r in runs]
         median, worst = statistics.median(values), max(values)
         print(f"{label:<44}{median:>9.3f}{worst:>9.3f}{target:>9.1f}  "
               f"{'yes' if worst <= target else 'NO'}")
-    print(f"(napari alone, before opening: {baseline:.0f} MB RSS; "
+    print(f"(napari alone, before opening: {baseline:.0f} MiB RSS; "
           f"{len(runs)} fresh napari processes)")
 
 

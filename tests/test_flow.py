@@ -34,7 +34,8 @@ def truth_settings(study) -> flow.FlowSettings:
 def aif_of(study, settings) -> flow.Aif:
     labels = flow.reference_labels(study)
     motion = study.read("motion").astype(float)
-    return flow.find_aif(study, flow.read_images(study), labels, motion, settings)
+    pixels = flow.find_aif_pixels(study, flow.read_images(study), labels, motion)
+    return flow.aif_from_pixels(pixels, settings)
 
 
 def phantom_with_truth(path, **overrides):

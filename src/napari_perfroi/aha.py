@@ -29,6 +29,7 @@ import numpy as np
 from scipy import ndimage
 
 from .errors import InputError
+from .segment.postprocess import largest_component
 from .study import LV_BLOOD, MYOCARDIUM, RV_BLOOD
 
 TERRITORIES = {
@@ -145,14 +146,6 @@ def _mean_spacing_mm(spacing_mm) -> float:
     return float(np.mean(np.atleast_1d(np.asarray(spacing_mm, dtype=float))))
 
 
-def _largest_component(mask: np.ndarray) -> np.ndarray:
-    components, count = ndimage.label(mask)
-    if count <= 1:
-        return mask
-    sizes = np.bincount(components.ravel())[1:]
-    return components == 1 + int(np.argmax(sizes))
-
-
 def _longest_circular_run(flags: np.ndarray, max_break: int) -> tuple[int, int] | None:
     """(first, last) index of the longest circular run of True, breaks of up to
     ``max_break`` False entries bridged; None if nothing is True or the run closes."""
@@ -184,7 +177,7 @@ def rv_insertion_points_deg(
     touches the LV over at least 20 degrees.
     """
     labels = np.asarray(labels)
-    lv = _largest_component(np.isin(labels, (LV_BLOOD, MYOCARDIUM)))
+    lv = largest_component(np.isin(labels, (LV_BLOOD, MYOCARDIUM)))
     rv = labels == RV_BLOOD
     if not lv.any() or not rv.any():
         return None

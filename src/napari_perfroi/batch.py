@@ -39,7 +39,6 @@ SUMMARY_COLUMNS = (
 LOW_FIT_QUALITY = 0.25
 # Worker environment: one thread per numerical library, so N workers use N cores.
 SINGLE_THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-_ALL_LEVELS = ("basal", "mid", "apical")
 _COPY_PREFIX = ".copy-"
 _GLOB_CHARACTERS = re.compile(r"[*?[]")
 
@@ -264,7 +263,8 @@ def _fill_record(record: StudyRecord, store: Path, import_warnings: list[str]) -
 
 
 def quality_flags(study, report: dict[str, Any], import_warnings: list[str]) -> list[str]:
-    """The study's QA flags: the import's warnings, fit quality, slice coverage, the report's."""
+    """The study's QA flags: the import's warnings, fit quality, and the report's own
+    (slice coverage among them)."""
     import numpy as np
 
     flags = [f"import: {' '.join(text.split())}" for text in import_warnings]
@@ -274,9 +274,6 @@ def quality_flags(study, report: dict[str, Any], import_warnings: list[str]) -> 
             median_error = float(np.nanmedian(errors))
             if median_error > LOW_FIT_QUALITY:
                 flags.append(f"low fit quality (median pixel residual {median_error:.2f})")
-    levels = [level for level in _ALL_LEVELS if level in study.attrs["slice_levels"]]
-    if len(levels) < len(_ALL_LEVELS):
-        flags.append(f"missing slices (only {', '.join(levels)} of basal, mid, apical)")
     return flags + list(report.get("qa", []))
 
 

@@ -29,7 +29,8 @@ from scipy import ndimage
 from .errors import InputError
 from .motion import proton_density_frames
 from .perfusion import MODEL_NAME, fermi_flow
-from .study import LV_BLOOD, MYOCARDIUM
+from .segment.postprocess import largest_component
+from .study import LV_BLOOD, MYOCARDIUM, SLICE_LEVELS
 
 T1_BLOOD_S = 1.65  # native blood T1 at 1.5 T
 T1_MYOCARDIUM_S = 1.05  # native myocardial T1 at 1.5 T
@@ -166,13 +167,7 @@ def lv_core(labels: np.ndarray, spacing_mm) -> np.ndarray:
     if not blood.any():
         return blood
     distance = ndimage.distance_transform_edt(blood, sampling=spacing_mm)
-    core = distance >= min(AIF_CORE_MM, 0.6 * distance.max())
-    # Keep the largest connected piece.
-    pieces, n = ndimage.label(core)
-    if n > 1:
-        sizes = ndimage.sum(core, pieces, index=np.arange(1, n + 1))
-        core = pieces == 1 + int(np.argmax(sizes))
-    return core
+    return largest_component(distance >= min(AIF_CORE_MM, 0.6 * distance.max()))
 
 
 def _brightest(curves: np.ndarray, keep: np.ndarray) -> np.ndarray:
@@ -195,12 +190,6 @@ def aif_from_pixels(pixels: AifPixels, settings: FlowSettings) -> Aif:
     blood = np.where(keep, blood, np.nan)
     return Aif(blood, times, pixels.source, pixels.slice, pixels.mask, float(times[foot]),
                float(times[peak]))
-
-
-def find_aif(study, images, reference_labels: np.ndarray, motion: np.ndarray,
-             settings: FlowSettings) -> Aif:
-    """The study's AIF (see the module docstring for the order of sources)."""
-    return aif_from_pixels(find_aif_pixels(study, images, reference_labels, motion), settings)
 
 
 def find_aif_pixels(study, images, reference_labels: np.ndarray,
@@ -387,14 +376,15 @@ def compute_flow(study, progress: Callable[[int, int], None] | None = None, **op
     motion = study.read("motion").astype(float)
     images = read_images(study)
     aif_pixels = find_aif_pixels(study, images, labels, motion)
-    aif = aif_from_pixels(aif_pixels, settings)
     blood_t1_source = "given" if options.get("t1_blood_s") else "assumed"
     if not options.get("t1_blood_s"):
-        measured = blood_t1_from_pd_frames(study, images, labels, motion, settings, aif.foot_s)
+        foot = bolus_foot(aif_pixels.curves.mean(axis=0), aif_pixels.keep)[0]
+        measured = blood_t1_from_pd_frames(study, images, labels, motion, settings,
+                                           float(aif_pixels.times_s[foot]))
         if measured is not None:
             settings = replace(settings, t1_blood_s=measured)
-            aif = aif_from_pixels(aif_pixels, settings)
             blood_t1_source = "from proton-density frames"
+    aif = aif_from_pixels(aif_pixels, settings)
     n_s, _, n_y, n_x = study.shape
     mbf = np.full((n_s, n_y, n_x), np.nan, dtype=np.float32)
     fit_error = np.full_like(mbf, np.nan)
@@ -484,7 +474,6 @@ def segment_fits(study, images, motion: np.ndarray, aha_map: np.ndarray, labels:
                 "tissue": [round(float(v), 5) for v in medians[i]],
                 "fitted": [round(float(v), 5) for v in fit.fitted[i]],
                 "fit_error": float(fit.fit_error[i]),
-                "delay_s": float(fit.delay_s[i]),
             }
     return results
 
@@ -544,9 +533,10 @@ def compute_segments(study, progress: Callable[[int, int], None] | None = None, 
     if after_peak < MIN_AFTER_AIF_PEAK_S:
         qa.append(f"the series ends {after_peak:.0f} s after the AIF peak: too short to fit "
                   "the first pass, flow is unreliable")
-    missing = sorted(set(("basal", "mid", "apical")) - set(attrs["slice_levels"]))
+    missing = [level for level in SLICE_LEVELS if level not in attrs["slice_levels"]]
     if missing:
-        qa.append(f"no {' or '.join(missing)} slice: those segments are not imaged")
+        qa.append(f"missing slices: no {' or '.join(missing)} slice, those segments are not "
+                  "imaged")
     report = attrs.get("report", {})
     report.update(
         segment_mbf=segment_mbf,

@@ -13,8 +13,6 @@ import csv
 import io
 import json
 import math
-import os
-import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .aha import LEVEL_SEGMENTS, TERRITORIES
-from .study import StoreError, atomic_write_text
+from .study import StoreError, atomic_write_bytes, atomic_write_text
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -416,13 +414,10 @@ def _curves_figure(name: str, report: dict[str, Any]) -> Figure:
 
 
 def _save_figure(fig: Figure, path: Path) -> None:
-    """Save ``fig`` as PNG under a temporary name beside ``path``, then rename it into place."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        fig.savefig(tmp, format="png", dpi=120)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Save ``fig`` as PNG at ``path`` atomically."""
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=120)
+    atomic_write_bytes(path, png.getvalue())
 
 
 def _segments_csv(rows: list[dict[str, Any]]) -> str:

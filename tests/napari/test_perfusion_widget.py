@@ -94,7 +94,10 @@ def test_compute_writes_the_maps_and_shows_them(make_napari_viewer, qtbot, analy
     assert not np.any(fitted & ~myocardium)  # NaN outside the myocardium
     assert fitted.sum() >= 0.98 * myocardium.sum()  # NaN inside only where a fit failed
     assert 0.5 <= np.nanmedian(mbf) <= 6.0
-    assert np.nanmin(mbf) >= 0.0 and np.nanmax(mbf) <= 15.0
+    # most pixels fit inside the fit's bounds (0.05-10; 17 % at the upper one on this
+    # 24-frame phantom, where blood spills into the thin wall)
+    at_bounds = (mbf[fitted] <= 0.051) | (mbf[fitted] >= 9.99)
+    assert at_bounds.mean() < 0.3
 
     image = viewer.layers[L.IMAGE_LAYER]
     mbf_layer = viewer.layers[L.MBF_LAYER]

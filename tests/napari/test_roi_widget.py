@@ -65,6 +65,16 @@ def review(make_napari_viewer, store):
     return viewer, widget, viewer.layers[L.ROI_LAYER]
 
 
+@pytest.fixture
+def shown_review(make_napari_viewer, store, qtbot):
+    """(viewer, dock, widget, layer) in a shown window, the dock visible."""
+    viewer = make_napari_viewer(show=True)
+    viewer.open(store, plugin=PLUGIN)
+    dock, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+    qtbot.waitUntil(widget.isVisible, timeout=5000)
+    return viewer, dock, widget, viewer.layers[L.ROI_LAYER]
+
+
 # ---------------------------------------------------------------- helpers
 def stored(path):
     study = Study.open(path)
@@ -91,10 +101,10 @@ def assert_layer_shows(layer, roi, states):
         np.testing.assert_allclose(circle, roi[s, t], atol=1e-3)
         assert state == ROI_STATES[int(states[s, t])]
     colours = [L.ROI_STATE_COLORS[state] for state in layer.features["state"]]
-    if colours:
-        from napari.utils.colormaps.standardize_color import transform_color
+    assert colours
+    from napari.utils.colormaps.standardize_color import transform_color
 
-        np.testing.assert_allclose(layer.edge_color, transform_color(colours))
+    np.testing.assert_allclose(layer.edge_color, transform_color(colours))
 
 
 def moved_shape(layer, s, t, d_row, d_col):
@@ -403,23 +413,15 @@ def test_edit_is_saved_when_the_viewer_closes(review, store):
     np.testing.assert_array_equal(roi[0, 11], edited)
 
 
-def test_edit_is_saved_when_the_dock_closes(make_napari_viewer, store, qtbot):
-    viewer = make_napari_viewer(show=True)
-    viewer.open(store, plugin=PLUGIN)
-    dock, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
-    qtbot.waitUntil(widget.isVisible, timeout=5000)
-    layer = viewer.layers[L.ROI_LAYER]
+def test_edit_is_saved_when_the_dock_closes(shown_review, store):
+    _, dock, _, layer = shown_review
     layer.data = moved_shape(layer, 1, 1, 2.0, 2.0)[0]
     dock.close()
     assert stored(store)[1][1, 1] == EDITED
 
 
-def test_edit_is_saved_when_the_window_is_closed(make_napari_viewer, store, qtbot):
-    viewer = make_napari_viewer(show=True)
-    viewer.open(store, plugin=PLUGIN)
-    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
-    qtbot.waitUntil(widget.isVisible, timeout=5000)
-    layer = viewer.layers[L.ROI_LAYER]
+def test_edit_is_saved_when_the_window_is_closed(shown_review, store):
+    viewer, _, widget, layer = shown_review
     layer.data = moved_shape(layer, 1, 8, 2.0, 2.0)[0]
     window = widget.window()
     window.close()  # what the window's close button does: Qt deletes the window after

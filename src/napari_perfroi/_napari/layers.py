@@ -345,3 +345,19 @@ def aha_numbers_layer(study: Study, scale=None) -> LayerData:
         border_color="transparent",
     )
     return data, kwargs, "points"
+
+
+def frame_at(viewer, layer, shape: tuple[int, int]) -> tuple[int, int]:
+    """(slice, t) of the viewer's position in ``layer`` (axes slice, t, ...), clipped to
+    ``shape`` (slices, frames)."""
+    s, t = (int(round(float(v))) for v in layer.world_to_data(viewer.dims.point)[:2])
+    return min(max(s, 0), shape[0] - 1), min(max(t, 0), shape[1] - 1)
+
+
+def go_to_frame(viewer, layer, s: int, t: int) -> None:
+    """Move the viewer's dims to frame ``t`` of slice ``s`` of ``layer``."""
+    position = np.zeros(layer.ndim)
+    position[:2] = s, t
+    world = layer.data_to_world(position)
+    first = viewer.dims.ndim - layer.ndim
+    viewer.dims.set_point([first, first + 1], [float(world[0]), float(world[1])])

@@ -69,6 +69,8 @@ from .layers import (
     aha_numbers_layer,
     aif_mask_from_layer,
     aif_roi_layer,
+    frame_at,
+    go_to_frame,
     mbf_layer,
     study_scale,
 )
@@ -271,22 +273,15 @@ class PerfusionWidget(QWidget):
     def go_to(self, s: int, t: int) -> None:
         """Move the viewer to frame ``t`` of slice ``s``."""
         layer = self._frame_layer()
-        if layer is None:
-            return
-        position = np.zeros(layer.ndim)
-        position[:2] = s, t
-        world = layer.data_to_world(position)
-        first = self.viewer.dims.ndim - layer.ndim
-        self.viewer.dims.set_point([first, first + 1], [float(world[0]), float(world[1])])
+        if layer is not None:
+            go_to_frame(self.viewer, layer, s, t)
 
     def current_frame(self) -> tuple[int, int] | None:
         """(slice, t) of the viewer's position, None without a study on show."""
         layer = self._frame_layer()
         if layer is None or self._shape is None:
             return None
-        s, t = (int(round(float(v))) for v in layer.world_to_data(self.viewer.dims.point)[:2])
-        n_slices, n_times = self._shape
-        return min(max(s, 0), n_slices - 1), min(max(t, 0), n_times - 1)
+        return frame_at(self.viewer, layer, self._shape)
 
     # ---------------------------------------------------------------- store -> layers and panel
     def _attach(self, event=None) -> None:

@@ -48,21 +48,28 @@ from ..review import CIRCLE_TOLERANCE_PX, ReviewModel
 from ..roi import ACCEPTED, EDITED, mean_spacing, proposals_for_study
 from ..study import ROI_STATES, Study
 from .layers import (
+    IMAGE_LAYER,
+    LABELS_LAYER,
     ROI_LAYER,
     ROI_STATE_COLORS,
     STORE_KEY,
     circle_corners,
+    frame_at,
+    go_to_frame,
     roi_layer,
     roi_shapes,
     shape_circle,
 )
 from .segment_widget import find_store
+from .step_worker import step_worker
 
 AUTOSAVE_MS = 1000  # pause after the last edit before it is written
 PAST_TENSE = {"added", "changed", "removed"}  # "adding/changing/removing" come first
 MIN_RADIUS_PX = 1.0  # a smaller shape is a stray click, not a circle: it is dropped
 ROI_STEP_HINT = "perfroi analyze STORE --steps roi"
 NO_ROI_HINT = f"run Segment, then {ROI_STEP_HINT}"
+# Layers whose arrival or removal can change what the dock attaches to or offers.
+ATTACH_LAYERS = {ROI_LAYER, IMAGE_LAYER, LABELS_LAYER}
 
 # method -> (button text with its key, key). See _bind_keys for where the keys are bound.
 ACTIONS = {
@@ -265,17 +272,12 @@ class RoiWidget(QWidget):
             return
         self._pending_reverts.append(frame)
         if self._proposal_worker is None:
-            from napari.qt.threading import create_worker
-
             self.status.setText("computing the proposals…")
-            worker = create_worker(_proposals, self.model.path, _start_thread=False,
-                                   _ignore_errors=True)
-            worker.returned.connect(self._on_proposals)
             self._proposal_model = self.model
-            worker.errored.connect(self._on_proposals_error)
-            worker.finished.connect(self._on_proposals_finished)
-            self._proposal_worker = worker
-            worker.start()
+            self._proposal_worker = step_worker(
+                _proposals, self.model.path, on_done=self._on_proposals,
+                on_error=self._on_proposals_error, on_finished=self._on_proposals_finished)
+            self._proposal_worker.start()
 
     def next_unreviewed(self) -> None:
         """Go to the next slice with frames not accepted, on its first such frame."""
@@ -287,19 +289,14 @@ class RoiWidget(QWidget):
 
     def propose(self) -> None:
         """Run the roi step on the store in a worker thread, then show the circles."""
-        from napari.qt.threading import create_worker
-
         if self._store is None or self._propose_worker is not None:
             return
         self.propose_button.setEnabled(False)
         self.status.setText("proposing circles…")
-        worker = create_worker(_run_roi_step, self._store, _start_thread=False,
-                               _ignore_errors=True)
-        worker.returned.connect(self._on_proposed)
-        worker.errored.connect(self._on_propose_error)
-        worker.finished.connect(self._on_propose_finished)
-        self._propose_worker = worker
-        worker.start()
+        self._propose_worker = step_worker(
+            _run_roi_step, self._store, on_done=self._on_proposed,
+            on_error=self._on_propose_error, on_finished=self._on_propose_finished)
+        self._propose_worker.start()
 
     def save(self) -> bool:
         """Write the circles and states now; False (and a message) if it failed."""
@@ -399,13 +396,14 @@ class RoiWidget(QWidget):
 
     def _on_layer_inserted(self, event) -> None:
         # An "LV ROI" layer to attach to, or a store opened later: say what it lacks.
-        if self.layer is None and not self._attaching and self._propose_worker is None:
+        if (self.layer is None and event.value.name in ATTACH_LAYERS and not self._attaching
+                and self._propose_worker is None):
             self._attach()
 
     def _on_layer_removed(self, event) -> None:
         if event.value is self.layer:
             self._detach()  # saves first
-        if self.layer is None:
+        if self.layer is None and event.value.name in ATTACH_LAYERS:
             self._attach()
 
     # ---------------------------------------------------------------- layer -> model
@@ -543,9 +541,7 @@ class RoiWidget(QWidget):
         layer = self._frame_layer()
         if layer is None or self.model is None:
             return None
-        s, t = (int(round(float(v))) for v in layer.world_to_data(self.viewer.dims.point)[:2])
-        n_slices, n_times = self.model.shape
-        return min(max(s, 0), n_slices - 1), min(max(t, 0), n_times - 1)
+        return frame_at(self.viewer, layer, self.model.shape)
 
     def _current_frame(self) -> tuple[int, int] | None:
         frame = self.current_frame()
@@ -556,11 +552,8 @@ class RoiWidget(QWidget):
     def go_to(self, s: int, t: int) -> None:
         """Move the viewer's dims to frame ``t`` of slice ``s``."""
         layer = self._frame_layer()
-        position = np.zeros(layer.ndim)
-        position[:2] = s, t
-        world = layer.data_to_world(position)
-        first = self.viewer.dims.ndim - layer.ndim
-        self.viewer.dims.set_point([first, first + 1], [float(world[0]), float(world[1])])
+        if layer is not None:
+            go_to_frame(self.viewer, layer, s, t)
 
     def _go_unreviewed(self, step: int) -> None:
         frame = self._current_frame()

@@ -54,21 +54,41 @@ def find_store(viewer) -> tuple[Path | None, str]:
     return None, f"'{IMAGE_LAYER}' is not from a study store: {IMPORT_HINT}"
 
 
+def held_out_change(metadata: dict) -> str:
+    """"myocardium Dice A → B": a fine-tuned model's held-out Dice before and after."""
+    before = metadata["base_validation_dice"]["myocardium"]
+    after = metadata["validation_dice"]["myocardium"]
+    return f"myocardium Dice {before:.3f} → {after:.3f}"
+
+
 def model_description(path: Path | None) -> str:
     """One line on a model file: what it was fine-tuned on and its held-out Dice."""
+    from ..segment.model import metadata_path
+
     if path is None:
         return "the model shipped with napari-perfroi"
     try:
-        metadata = json.loads(path.with_suffix(".json").read_text())
+        metadata = json.loads(metadata_path(path).read_text())
         recipe = metadata["finetuning"]
-        before = metadata["base_validation_dice"]["myocardium"]
-        after = metadata["validation_dice"]["myocardium"]
+        change = held_out_change(metadata)
     except (OSError, ValueError, KeyError, TypeError):
         return str(path)
     studies = len(recipe["stores"])
     return (f"{path}\nfine-tuned on {recipe['train_series'] + recipe['held_out_series']} "
-            f"series of {studies} stud{'y' if studies == 1 else 'ies'}; held-out myocardium "
-            f"Dice {before:.3f} → {after:.3f}")
+            f"series of {studies} stud{'y' if studies == 1 else 'ies'}; held-out {change}")
+
+
+def _name_store_item(item: QListWidgetItem) -> None:
+    """Show a listed store as "NAME: k accepted series" (or why it cannot be read)."""
+    from ..segment.finetune import accepted_slices
+    from ..study import Study
+
+    path = Path(item.data(Qt.ItemDataRole.UserRole))
+    try:
+        note = f"{len(accepted_slices(Study.open(path)))} accepted series"
+    except InputError as exc:
+        note = str(exc)
+    item.setText(f"{path.name}: {note}")
 
 
 def run_segment(path: Path, cancel: threading.Event, on_progress, on_device,
@@ -289,21 +309,12 @@ class SegmentWidget(QWidget):
         item.setData(Qt.ItemDataRole.UserRole, str(path))
         item.setToolTip(str(path))
         self.finetune_stores.addItem(item)
-        self._count_accepted_series()
+        _name_store_item(item)
 
     def _count_accepted_series(self) -> None:
         """Name each listed store with its accepted series as the store has them now."""
-        from ..segment.finetune import accepted_slices
-        from ..study import Study
-
         for i in range(self.finetune_stores.count()):
-            item = self.finetune_stores.item(i)
-            path = Path(item.data(Qt.ItemDataRole.UserRole))
-            try:
-                note = f"{len(accepted_slices(Study.open(path)))} accepted series"
-            except InputError as exc:
-                note = str(exc)
-            item.setText(f"{path.name}: {note}")
+            _name_store_item(self.finetune_stores.item(i))
 
     def cancel(self) -> None:
         """Ask the running work to stop at the next slice or step; nothing is written."""
@@ -401,10 +412,8 @@ class SegmentWidget(QWidget):
         path, metadata = result
         self.choose_model(path)
         recipe = metadata["finetuning"]
-        before = metadata["base_validation_dice"]["myocardium"]
-        after = metadata["validation_dice"]["myocardium"]
         summary = (f"fine-tuned on {recipe['train_series']} series ({recipe['held_out_series']} "
-                   f"held out: myocardium Dice {before:.3f} → {after:.3f}) in "
+                   f"held out: {held_out_change(metadata)}) in "
                    f"{recipe['total_s']:.0f} s; saved as {path.stem}, chosen for Segment")
         self.status.setText(summary)
         show_info(summary)
@@ -434,16 +443,12 @@ class SegmentWidget(QWidget):
             layer = self.viewer.add_labels(data, **kwargs)
         self.viewer.layers.selection.active = layer
 
-    def enterEvent(self, event) -> None:  # noqa: N802 - Qt override
-        """Recount the accepted series when the pointer comes to the dock (they change as the
-        ROI review goes on)."""
-        super().enterEvent(event)
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt override
+        """Recount the accepted series (the ROI review changes them); find the device in the
+        background the first time the widget is shown."""
+        super().showEvent(event)
         if self.worker is None:
             self._count_accepted_series()
-
-    def showEvent(self, event) -> None:  # noqa: N802 - Qt override
-        """Find the device in the background the first time the widget is shown."""
-        super().showEvent(event)
         if self._device_worker is None:
             from napari.qt.threading import create_worker
 

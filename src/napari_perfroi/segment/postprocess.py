@@ -20,21 +20,21 @@ def plausible_labels(labels: np.ndarray, pixel_mm: float) -> np.ndarray:
     anything but myocardium become myocardium, which closes the ring; the
     largest RV component near the myocardium is kept.
     """
-    cavity = _largest_component(labels == LV_BLOOD)
+    cavity = largest_component(labels == LV_BLOOD)
     if cavity.sum() * pixel_mm**2 < MIN_LV_AREA_MM2:
         return np.zeros_like(labels)
     near_cavity = _within(cavity, MYOCARDIUM_REACH_MM / pixel_mm)
     myocardium = _components_touching(labels == MYOCARDIUM, near_cavity)
     filled = ndimage.binary_fill_holes(cavity | myocardium)
     cavity = filled & ~myocardium
-    cavity = _largest_component(cavity)
+    cavity = largest_component(cavity)
     open_edge = cavity & ndimage.binary_dilation(~(cavity | myocardium))
     myocardium |= open_edge
     cavity &= ~open_edge
 
     rv = labels == RV_BLOOD
     rv &= ~(cavity | myocardium)
-    rv = _largest_component(rv & _within(myocardium | cavity, RV_REACH_MM / pixel_mm), keep_in=rv)
+    rv = largest_component(rv & _within(myocardium | cavity, RV_REACH_MM / pixel_mm), keep_in=rv)
 
     cleaned = np.zeros_like(labels)
     cleaned[rv] = RV_BLOOD
@@ -43,7 +43,7 @@ def plausible_labels(labels: np.ndarray, pixel_mm: float) -> np.ndarray:
     return cleaned
 
 
-def _largest_component(mask: np.ndarray, keep_in: np.ndarray | None = None) -> np.ndarray:
+def largest_component(mask: np.ndarray, keep_in: np.ndarray | None = None) -> np.ndarray:
     """The largest connected component of ``mask``, grown to its whole component in ``keep_in``."""
     components, n = ndimage.label(mask)
     if n == 0:
