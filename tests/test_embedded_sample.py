@@ -1,4 +1,5 @@
-"""The embedded sample: DICOM import in any file order reproduces the phantom."""
+"""The embedded sample: DICOM import in any file order gives what the files hold, and the
+seeded phantom regenerates it within one count on any machine."""
 
 import random
 import shutil
@@ -36,7 +37,30 @@ def test_sample_is_small_and_anonymous():
     assert not header.get("PatientBirthDate")
 
 
-def test_import_in_shuffled_order_reproduces_the_phantom(tmp_path, phantom):
+@pytest.fixture(scope="module")
+def sample_pixels(phantom):
+    """The sample's pixel data read straight from the files, without the importer.
+
+    Main series (SeriesNumber 1): one slice per SliceLocation, base to apex as
+    the phantom places them, frames by InstanceNumber (acquisition order). AIF
+    series (SeriesNumber 2): frames by InstanceNumber.
+    """
+    by_series = {1: [], 2: []}
+    for path in SAMPLE_FILES:
+        ds = pydicom.dcmread(path)
+        by_series[int(ds.SeriesNumber)].append(ds)
+    slices = []
+    for position in phantom.attrs["slice_positions_mm"]:
+        frames = [ds for ds in by_series[1] if abs(float(ds.SliceLocation) - position) < 1e-3]
+        frames.sort(key=lambda ds: int(ds.InstanceNumber))
+        slices.append([ds.pixel_array for ds in frames])
+    aif = [ds.pixel_array for ds in sorted(by_series[2], key=lambda ds: int(ds.InstanceNumber))]
+    return {"image": np.asarray(slices), "aif_image": np.asarray(aif)}
+
+
+def test_import_in_shuffled_order_gives_the_pixels_the_files_hold(
+    tmp_path, phantom, sample_pixels
+):
     shuffled = tmp_path / "shuffled"
     shuffled.mkdir()
     order = list(SAMPLE_FILES)
@@ -44,8 +68,9 @@ def test_import_in_shuffled_order_reproduces_the_phantom(tmp_path, phantom):
     for i, path in enumerate(order):
         shutil.copy(path, shuffled / f"{i:04d}")  # names now follow the shuffled order
     study = import_dicom(shuffled, tmp_path / "study.zarr")
-    np.testing.assert_array_equal(study.image.compute(), phantom.image)
     attrs = study.attrs
+    np.testing.assert_array_equal(study.image.compute(), sample_pixels["image"])
+    np.testing.assert_array_equal(study.read("aif_image"), sample_pixels["aif_image"])
     for key in ("pixel_spacing_mm", "slice_thickness_mm", "slice_positions_mm", "slice_levels"):
         assert attrs[key] == phantom.attrs[key], key
     np.testing.assert_allclose(attrs["frame_times_s"], phantom.attrs["frame_times_s"], atol=1e-5)
@@ -55,9 +80,23 @@ def test_import_in_shuffled_order_reproduces_the_phantom(tmp_path, phantom):
     np.testing.assert_allclose(
         attrs["image_position_patient"], phantom.extra["image_position_patient"], atol=1e-4
     )
-    np.testing.assert_array_equal(study.read("aif_image"), phantom.aif_image)
     assert attrs["aif_series"]["origin_px"] == phantom.attrs["aif_series"]["origin_px"]
     assert attrs["saturation_time_s"] == pytest.approx(phantom.extra["saturation_time_s"], abs=1e-6)
+
+
+@pytest.mark.parametrize("name", ["image", "aif_image"])
+def test_phantom_regenerated_on_this_machine_matches_the_sample_within_one_count(
+    name, phantom, sample_pixels
+):
+    """The seeded phantom is reproducible to the tolerance the README states.
+
+    FFT and BLAS kernels round differently on different CPUs, so a regeneration
+    may differ from the committed files by one count in a few pixels.
+    """
+    regenerated = getattr(phantom, name).astype(np.int32)
+    difference = np.abs(sample_pixels[name].astype(np.int32) - regenerated)
+    assert difference.max() <= 1
+    assert np.count_nonzero(difference) <= 1e-4 * difference.size
 
 
 def test_demo_runs_the_pipeline_on_the_sample_and_writes_the_report(tmp_path, capsys, phantom):
