@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 
 from napari_perfroi.cli import main
 from napari_perfroi.phantom import generate_phantom, write_phantom
@@ -146,6 +147,51 @@ def test_odd_series_give_full_size_sensible_labels(model, overrides):
                        {"LV blood pool": 0.75, "myocardium": 0.6})
 
 
+def test_labels_do_not_depend_on_the_scanners_intensity_scale(model):
+    """Another vendor's gain, offset and signal curve leave the labels nearly unchanged."""
+    phantom = generate_phantom(26)
+    args = (phantom.truth["motion"], np.asarray(phantom.attrs["frame_times_s"]),
+            phantom.attrs["pixel_spacing_mm"])
+    as_rendered = segment_series(model, phantom.image, *args).labels
+    peak = float(phantom.image.max())
+    rescaled = np.rint(7.3 * peak * (phantom.image / peak) ** 0.75 + 140.0).astype(np.float32)
+    relabelled = segment_series(model, rescaled, *args).labels
+    _assert_dice_floor(relabelled, phantom.truth["labels"])
+    agreement = dict(zip(DICE_FLOOR, dice_per_class(relabelled, as_rendered)))
+    assert min(agreement.values()) >= 0.9, agreement
+
+
+def test_confidence_is_high_on_a_clean_series_and_falls_on_a_damaged_one(model):
+    result, phantom = _segment_phantom(model, 27)
+    assert result.confidence.shape == phantom.image.shape[:2]
+    assert result.uncertain_slices() == [] and np.median(result.confidence) > 0.85
+    blurred = ndimage.gaussian_filter(phantom.image.astype(np.float32), (0, 0, 3, 3))
+    damaged = segment_series(model, blurred, phantom.truth["motion"],
+                             np.asarray(phantom.attrs["frame_times_s"]),
+                             phantom.attrs["pixel_spacing_mm"])
+    assert np.median(damaged.confidence) < np.median(result.confidence) - 0.05
+    assert damaged.uncertain_slices() != []
+    worse = dice_per_class(damaged.labels, phantom.truth["labels"])[1]
+    better = dice_per_class(result.labels, phantom.truth["labels"])[1]
+    assert worse < better
+
+
+def test_an_uncertain_slice_is_flagged_in_the_step_record_and_the_report(tmp_path):
+    phantom = generate_phantom(27, n_dynamics=24, aif_series=False)
+    blurred = ndimage.gaussian_filter(phantom.image.astype(np.float32), (0, 0, 3, 3))
+    study = Study.create(tmp_path / "blurred.zarr", blurred, **phantom.attrs)
+    assert main(["analyze", str(study.path)]) == 0
+    study = Study.open(study.path)
+    recorded = study.attrs["steps"]["segment"]["parameters"]
+    assert recorded["uncertain_slices"]
+    confidence = study.read("label_confidence")
+    assert confidence.shape == study.shape[:2] and (confidence <= 1).all()
+    for s in recorded["uncertain_slices"]:
+        assert np.median(confidence[s]) < recorded["uncertain_below"]
+        assert f"segmentation uncertain on slice {s + 1}: check the labels" in (
+            study.attrs["report"]["qa"])
+
+
 def test_nans_in_the_series_do_not_break_segmentation(model):
     phantom = generate_phantom(25)
     image = phantom.image.astype(np.float32)
@@ -165,7 +211,7 @@ def test_constant_series_finds_no_lv_and_says_so(model):
                             np.tile(np.arange(12.0), (2, 1)), (2.0, 2.0))
     assert result.lv_found == [False, False]
     assert not result.labels.any()
-    assert "no LV found on slice(s) 0, 1" in result.message()
+    assert "no LV found on slice(s) 1, 2" in result.message()
 
 
 # ---------------------------------------------------------------- post-processing

@@ -506,6 +506,7 @@ def compute_segments(study, progress: Callable[[int, int], None] | None = None, 
     the ``report`` attribute."""
     from . import __version__
     from .aha import lowest_territory, segment_geometry, segment_statistics, territory_means
+    from .segment.infer import uncertainty_flags
 
     if not study.has("mbf") or "flow" not in study.attrs["steps"]:
         raise InputError(f"{study.path}: no flow map yet; run the flow step first")
@@ -523,7 +524,8 @@ def compute_segments(study, progress: Callable[[int, int], None] | None = None, 
     segment_mbf = [None if f is None else round(f["mbf"], 4) for f in fits]
     imaged = [v for v in segment_mbf if v is not None]
     by_segment = dict(enumerate(segment_mbf, start=1))
-    qa = list(geometry.messages)
+    segmented = attrs["steps"].get("segment", {}).get("parameters", {})
+    qa = uncertainty_flags(segmented.get("uncertain_slices", [])) + list(geometry.messages)
     if aif.source == "auto" and not study.has("aif_image"):
         qa.append("AIF from the LV blood pool of the perfusion images: its peak may be "
                   "saturated, which overestimates flow")

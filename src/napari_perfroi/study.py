@@ -43,6 +43,7 @@ SLICE_LEVELS = ("basal", "mid", "apical")
 DERIVED_ARRAYS = {
     "labels": ("uint8", "STYX"),
     "labels_edited": ("uint8", "ST"),
+    "label_confidence": ("float32", "ST"),
     "roi": ("float32", "ST3"),
     "roi_state": ("uint8", "ST"),
     "motion": ("float32", "ST2"),

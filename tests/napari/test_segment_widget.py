@@ -137,3 +137,32 @@ def test_no_store_disables_segment(make_napari_viewer, store_path):
     viewer.open(store_path, plugin=PLUGIN)  # a store opened later enables the button
     assert widget.run_button.isEnabled()
     assert widget.study_label.text() == f"study: {store_path.name}"
+
+
+def test_opening_a_store_shows_its_uncertain_slices_and_a_clean_one_clears_them(
+    make_napari_viewer, tmp_path, phantom_path
+):
+    from scipy import ndimage
+
+    from napari_perfroi.phantom import generate_phantom
+
+    phantom = generate_phantom(27, n_dynamics=24, aif_series=False)
+    blurred = ndimage.gaussian_filter(phantom.image.astype(np.float32), (0, 0, 3, 3))
+    uncertain = Study.create(tmp_path / "blurred.zarr", blurred, **phantom.attrs)
+    for step in ("motion", "segment"):
+        run_step(uncertain, step)
+    flagged = uncertain.attrs["steps"]["segment"]["parameters"]["uncertain_slices"]
+    assert flagged, "a strongly blurred series should leave the model unsure"
+    clean = Study.open(phantom_path, writable=True)
+    for step in ("motion", "segment"):
+        run_step(clean, step)
+
+    viewer = make_napari_viewer()
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment")
+    viewer.open(uncertain.path, plugin=PLUGIN)
+    assert widget.status.text() == "; ".join(
+        f"segmentation uncertain on slice {s + 1}: check the labels" for s in flagged)
+    viewer.layers.clear()
+    viewer.open(phantom_path, plugin=PLUGIN)
+    assert widget.study_label.text() == "study: p.zarr"
+    assert widget.status.text() == ""

@@ -335,18 +335,23 @@ class SegmentWidget(QWidget):
         self.study_label.setText(note)
         if self._store is not None and self._store != previous:
             self.add_finetune_store(self._store)
-            self._choose_recorded_model(self._store)
+            self._show_recorded_segmentation(self._store)
         self._set_running(self.worker is not None)
 
-    def _choose_recorded_model(self, store: Path) -> None:
-        """Choose the model that produced the store's labels, when it is still there."""
+    def _show_recorded_segmentation(self, store: Path) -> None:
+        """Choose the model that produced the store's labels, when it is still there, and
+        show the uncertain slices it flagged."""
+        from ..segment.infer import uncertainty_flags
         from ..study import Study
 
         try:
             recorded = Study.open(store).attrs.get("steps", {}).get("segment", {})
         except InputError:  # reported when a step runs on it
             return
-        path = recorded.get("parameters", {}).get("model_path")
+        parameters = recorded.get("parameters", {})
+        flags = uncertainty_flags(parameters.get("uncertain_slices", []))
+        self.status.setText("; ".join(flags))
+        path = parameters.get("model_path")
         if path is not None and Path(path).is_file():
             from ..segment.model import SHIPPED_WEIGHTS
 
