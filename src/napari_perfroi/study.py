@@ -44,6 +44,7 @@ DERIVED_ARRAYS = {
     "labels": ("uint8", "STYX"),
     "labels_edited": ("uint8", "ST"),
     "label_confidence": ("float32", "ST"),
+    "label_uncertainty": ("float32", "SYX"),
     "roi": ("float32", "ST3"),
     "roi_state": ("uint8", "ST"),
     "motion": ("float32", "ST2"),

@@ -50,6 +50,8 @@ def test_segment_writes_labels_and_shows_them(make_napari_viewer, qtbot, phantom
     layer = viewer.layers[L.LABELS_LAYER]
     assert isinstance(layer, Labels)
     np.testing.assert_array_equal(np.asarray(layer.data), labels)
+    np.testing.assert_array_equal(np.asarray(viewer.layers[L.UNCERTAINTY_LAYER].data[:, 0]),
+                                  study.read("label_uncertainty"))
     assert layer.metadata[L.STORE_KEY] == str(phantom_path)
     assert viewer.layers.selection.active is layer
     assert widget.status.text() == "LV found on all 3 slice(s)"
@@ -162,7 +164,12 @@ def test_opening_a_store_shows_its_uncertain_slices_and_a_clean_one_clears_them(
     viewer.open(uncertain.path, plugin=PLUGIN)
     assert widget.status.text() == "; ".join(
         f"segmentation uncertain on slice {s + 1}: check the labels" for s in flagged)
+    uncertainty = viewer.layers[L.UNCERTAINTY_LAYER]
+    assert not uncertainty.visible
+    unsure = float(np.asarray(uncertainty.data[flagged[0], 0]).mean())
     viewer.layers.clear()
     viewer.open(phantom_path, plugin=PLUGIN)
     assert widget.study_label.text() == "study: p.zarr"
     assert widget.status.text() == ""
+    sure = float(np.asarray(viewer.layers[L.UNCERTAINTY_LAYER].data[flagged[0], 0]).mean())
+    assert sure < unsure

@@ -21,6 +21,7 @@ IMAGE_LAYER = "perfusion"
 MBF_LAYER = "MBF"
 AHA_LAYER = "AHA segments"
 TRUTH_LABELS_LAYER = "truth labels"
+UNCERTAINTY_LAYER = "label uncertainty"
 LABELS_LAYER = "labels"
 ROI_LAYER = "LV ROI"
 
@@ -167,6 +168,14 @@ def mbf_layer(study: Study, scale=None) -> LayerData:
     return _over_time(study, "mbf"), kwargs, "image"
 
 
+def uncertainty_layer(study: Study, scale=None) -> LayerData:
+    """The segment step's per-pixel uncertainty (hidden until asked for)."""
+    kwargs = _common(study, UNCERTAINTY_LAYER, scale)
+    kwargs.update(colormap="magma", contrast_limits=(0.0, 0.5), blending="additive",
+                  visible=False, multiscale=False)
+    return _over_time(study, "label_uncertainty"), kwargs, "image"
+
+
 def aha_layer(study: Study, scale=None) -> LayerData:
     kwargs = _common(study, AHA_LAYER, scale)
     kwargs.update(opacity=0.4, visible=False)
@@ -221,6 +230,7 @@ def roi_layer(study: Study, scale=None) -> LayerData:
 _OPTIONAL_LAYERS = (
     ("mbf", mbf_layer),
     ("aha", aha_layer),
+    ("label_uncertainty", uncertainty_layer),
     ("truth/labels", truth_labels_layer),
     ("labels", labels_layer),
     ("roi", roi_layer),

@@ -432,13 +432,22 @@ class SegmentWidget(QWidget):
         self.finished.emit()
 
     def _show_labels(self, path: Path) -> None:
-        """Add the "labels" layer from the store, or replace the data of the existing one."""
-        from napari.layers import Labels
+        """Add the "labels" and "label uncertainty" layers from the store, or replace the
+        data of the existing ones (the uncertainty stays hidden unless it was shown)."""
+        from napari.layers import Image, Labels
 
         from ..study import Study
-        from .layers import labels_layer
+        from .layers import labels_layer, uncertainty_layer
 
-        data, kwargs, _ = labels_layer(Study.open(path))
+        study = Study.open(path)
+        data, kwargs, _ = uncertainty_layer(study)
+        layer = next((layer for layer in self.viewer.layers if layer.name == kwargs["name"]), None)
+        if isinstance(layer, Image):
+            layer.data = data
+            layer.metadata.update(kwargs["metadata"])
+        else:
+            self.viewer.add_image(data, **kwargs)
+        data, kwargs, _ = labels_layer(study)
         layer = next((layer for layer in self.viewer.layers if layer.name == LABELS_LAYER), None)
         if isinstance(layer, Labels):
             layer.data = data

@@ -7,7 +7,10 @@ of two agreements, each the lower of the LV cavity's and the myocardium's:
 the soft Dice of the frame's labels against the mean probabilities (it falls
 where the network hesitates at a boundary) and the mean Dice of each pass's
 labels against the consensus (it falls where the two views disagree).
-Frames whose labels an annotator edited count as 1. A slice whose median
+Frames whose labels an annotator edited count as 1. Per pixel, the
+uncertainty is one minus the largest mean class probability (0 sure, up to
+0.75 when all four classes are equally likely), in the reference frame's
+geometry, so an annotator sees where to look. A slice whose median
 frame confidence is below ``UNCERTAIN_BELOW`` is flagged for review.
 ``tta=False`` runs one pass, and the confidence is the soft Dice alone.
 Two passes, not more: the second costs about a quarter of the step's time,
@@ -39,6 +42,7 @@ class Segmentation:
     lv_found: list[bool]  # per slice; False -> that slice's labels are empty
     device: str
     confidence: np.ndarray  # float32 (S, T) in [0, 1]; 0 where no LV was found
+    uncertainty: np.ndarray  # float32 (S, Y, X) per pixel, reference frame geometry
     kept_frames: int = 0  # frames whose edited labels were kept
 
     def uncertain_slices(self) -> list[int]:
@@ -93,6 +97,7 @@ def segment_series(
     grid = Grid.for_image(series.shape[2:], pixel_spacing_mm)
     labels = np.zeros(series.shape, dtype=np.uint8)
     confidence = np.zeros((n_slices, n_frames), dtype=np.float32)
+    uncertainty = np.zeros((n_slices, *series.shape[2:]), dtype=np.float32)
     views = VIEWS if tta else VIEWS[:1]
     lv_found = []
     with torch.inference_mode():
@@ -105,7 +110,8 @@ def segment_series(
                 for i, axes in enumerate(views)
             ])
             probabilities = passes.mean(dim=0)
-            consensus = probabilities.argmax(dim=0)
+            most_likely, consensus = probabilities.max(dim=0)
+            uncertainty[s] = grid.to_image((1.0 - most_likely)[None], np.zeros((1, 2)))[0, 0]
             cleaned = plausible_labels(consensus.numpy().astype(np.uint8), GRID_MM)
             lv_found.append(bool(cleaned.any()))
             if lv_found[-1]:
@@ -116,7 +122,7 @@ def segment_series(
             if progress is not None:
                 progress(s + 1, n_slices)
     return Segmentation(labels=labels, lv_found=lv_found, device=model.device,
-                        confidence=confidence)
+                        confidence=confidence, uncertainty=uncertainty)
 
 
 def _allowed_classes(cleaned, n_classes):
@@ -210,6 +216,7 @@ def segment_study(study, model: LoadedModel | None = None, progress=None) -> Seg
     result.kept_frames = int(kept.sum())
     study.write("labels", result.labels)
     study.write("label_confidence", result.confidence)
+    study.write("label_uncertainty", result.uncertainty)
     study.record_step(
         "segment",
         {
