@@ -33,6 +33,54 @@ def make_study(n_slices=3, n_frames=5, rows=8, cols=6, seed=0):
     return image, attrs
 
 
+def single_slice_phantom(seed=1, **overrides):
+    """A one-slice phantom without PD frames or AIF series; ``overrides`` replace
+    PhantomParams fields."""
+    from napari_perfroi.phantom import generate_phantom
+
+    settings = dict(n_slices=1, n_pd_frames=0, aif_series=False, acquisition_order=(0,))
+    return generate_phantom(seed, **{**settings, **overrides})
+
+
+def export_phantom(phantom, folder: Path, crop=None) -> np.ndarray:
+    """Export a phantom as one DICOM series; return the image written.
+
+    ``crop`` (row, col, rows, cols) cuts the image to that window, moving
+    ImagePositionPatient with it.
+    """
+    from napari_perfroi.dicom_export import export_dicom
+
+    image, attrs = phantom.image, {**phantom.attrs, **phantom.extra}
+    if crop is not None:
+        row, col, rows, cols = crop
+        image = np.ascontiguousarray(image[..., row : row + rows, col : col + cols])
+        orientation = np.asarray(attrs["image_orientation_patient"])
+        row_spacing, col_spacing = attrs["pixel_spacing_mm"]
+        shift = col * col_spacing * orientation[:3] + row * row_spacing * orientation[3:]
+        attrs["image_position_patient"] = (
+            np.asarray(attrs["image_position_patient"]) + shift
+        ).tolist()
+    export_dicom(image, attrs, folder)
+    return image
+
+
+def drop_acquisition_times(ds: Dataset) -> None:
+    """Leave TriggerTime as the only time of the frame."""
+    for keyword in ("AcquisitionDateTime", "AcquisitionTime", "AcquisitionDate",
+                    "ContentTime", "ContentDate"):
+        if keyword in ds:
+            delattr(ds, keyword)
+
+
+def to_float_pixel_data(ds: Dataset) -> None:
+    """Store the rescaled real values as Float Pixel Data (7FE0,0008), float32."""
+    real = ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+    del ds.PixelData, ds.BitsStored, ds.HighBit, ds.PixelRepresentation
+    del ds.RescaleSlope, ds.RescaleIntercept, ds.RescaleType
+    ds.BitsAllocated = 32
+    ds.FloatPixelData = real.astype("<f4").tobytes()
+
+
 def files(folder: Path) -> list[Path]:
     return sorted(p for p in Path(folder).rglob("*") if p.is_file())
 

@@ -11,6 +11,7 @@ from dicom_factory import (
     AXIAL,
     classic_dataset,
     copy_shuffled,
+    drop_acquisition_times,
     edit_series,
     enhanced_from_real,
     files,
@@ -320,12 +321,6 @@ def test_single_series_import_has_no_aif_series(tmp_path, study, exported):
 
 
 # ---------------------------------------------------------------- time order
-def drop_acquisition_times(ds):
-    for keyword in ("AcquisitionTime", "AcquisitionDate", "AcquisitionDateTime"):
-        if keyword in ds:
-            delattr(ds, keyword)
-
-
 def test_trigger_time_orders_frames_when_acquisition_time_is_missing(tmp_path, study, exported):
     image, attrs = study
     edit_series(exported, drop_acquisition_times)
@@ -347,11 +342,11 @@ def test_trigger_time_orders_frames_when_acquisition_time_repeats(tmp_path, stud
 
 
 def test_trigger_time_that_disagrees_with_instance_numbers_is_an_error(tmp_path, exported):
-    def per_beat_delay(ds):  # TriggerTime as a delay after each R wave: no clock
+    def scrambled_clock(ds):  # spans seconds like a clock, in another order than the instances
         drop_acquisition_times(ds)
-        ds.TriggerTime = 100 + (ds.InstanceNumber * 37) % 11
+        ds.TriggerTime = 800 * ((ds.InstanceNumber * 7) % 15)
 
-    edit_series(exported, per_beat_delay)
+    edit_series(exported, scrambled_clock)
     message = import_error(exported, tmp_path / "s.zarr")
     assert "TriggerTime and InstanceNumber" in message and str(exported) in message
 

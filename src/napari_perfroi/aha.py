@@ -275,6 +275,12 @@ def _lv_centre(labels: np.ndarray) -> tuple[float, float]:
     return (float(rows.mean()), float(cols.mean()))
 
 
+def _lv_reaches_image_edge(labels: np.ndarray) -> bool:
+    """Whether LV blood pool or myocardium lies in the outermost rows or columns."""
+    lv = np.isin(labels, (LV_BLOOD, MYOCARDIUM))
+    return bool(lv[[0, -1]].any() or lv[:, [0, -1]].any())
+
+
 def segment_geometry(
     labels_ref: np.ndarray,
     levels: Sequence[str],
@@ -284,7 +290,9 @@ def segment_geometry(
     """AHA sectors of every slice from its reference-frame labels (S, Y, X).
 
     A slice without RV insertion points takes those of the nearest slice
-    that has them (the more basal one on a tie) and says so in ``messages``.
+    that has them (the more basal one on a tie) and says so in ``messages``,
+    as it does of a slice whose LV reaches the image edge (the heart is cut
+    by the field of view).
     Raises InputError when no slice has them.
     """
     labels_ref = np.asarray(labels_ref)
@@ -319,6 +327,11 @@ def segment_geometry(
         if source != k:
             messages.append(
                 f"slice {k + 1} ({level}): no RV insertion found, took slice {source + 1}'s"
+            )
+        if _lv_reaches_image_edge(labels_ref[k]):
+            messages.append(
+                f"slice {k + 1} ({level}): the LV reaches the image edge, part of the "
+                "myocardium may lie outside the field of view and its segments be incomplete"
             )
         aha_map[k] = sector_labels(
             labels_ref[k] == MYOCARDIUM, centres[k], septal[k], level,

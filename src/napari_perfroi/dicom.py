@@ -37,11 +37,14 @@ Time order (one clock for the whole series, so slice offsets are kept)
        when distinct within each slice: some vendors (Philips) write the
        acquisition time of the series start on every frame and a cumulative
        TriggerTime. On others TriggerTime is the delay after each R wave, which
-       is no clock at all; so when InstanceNumber orders a slice differently,
-       the order is ambiguous and the import stops.
+       is no clock at all: it is read as such when it spans less than
+       (T - 1) x 0.3 s (heart rate 200/min) over the T frames of a slice, and
+       otherwise, when InstanceNumber orders a slice differently, the order is
+       ambiguous and the import stops.
     3. Else InstanceNumber (then the frame index within a file) orders each
        slice, and frame t is at t x NominalInterval (or FrameTime, or
-       RRIntervalTimeNominal; the median over frames) in every slice.
+       RRIntervalTimeNominal; the median over frames) in every slice, with a
+       warning (the beat-to-beat variation of the times is lost).
     Otherwise the import stops with an error naming the missing tags. Frame
     times are seconds from the earliest frame of the study, rounded to 1 us.
 
@@ -72,8 +75,9 @@ Separate AIF series (dual-sequence acquisitions)
 Pixel values
     Raw stored values after RescaleSlope / RescaleIntercept: uint16 when every
     frame is unsigned, at most 16 bits, with slope 1 and intercept 0, float32
-    real values otherwise (the dtype is known from the headers alone, so the
-    lazy array and the import agree).
+    real values otherwise, as for Float Pixel Data and Double Float Pixel Data
+    (the dtype is known from the headers alone, so the lazy array and the
+    import agree).
 
 Errors (:class:`DicomError`, one line naming SRC and the files, series or tags)
     missing SRC, empty folder, no DICOM files, no readable image; several
@@ -115,11 +119,13 @@ _POSITION_DECIMALS = 6  # mm
 _ORIGIN_DECIMALS = 6  # pixels
 _TIME_DECIMALS = 6  # s
 _SATURATION_DECIMALS = 9  # s
+_SHORTEST_RR_S = 0.3  # heart rate 200/min
 _AIF_SPACING_RATIO = 1.5  # a single-slice series this much coarser than the finest is the AIF
 _TRIGGER_CLOCK = "TriggerTime"
 _INSTANCE_CLOCK = "InstanceNumber x nominal interval"
 _NO_DATE = _dt.date(1900, 1, 1)  # stands in for a missing AcquisitionDate
-_PIXEL_DATA_TAG = (0x7FE0, 0x0010)
+# Pixel Data, Float Pixel Data, Double Float Pixel Data
+_PIXEL_DATA_TAGS = {(0x7FE0, 0x0010), (0x7FE0, 0x0008), (0x7FE0, 0x0009)}
 _ITEM_TAG = (0xFFFE, 0xE000)
 _SEQUENCE_END_TAG = (0xFFFE, 0xE0DD)
 _UNDEFINED_LENGTH = 0xFFFFFFFF
@@ -493,7 +499,7 @@ def _pixel_data_problem(fh: BinaryIO, ds, size: int) -> str | None:
     head = fh.read(4)
     if len(head) < 4:
         return "truncated: no pixel data"
-    if struct.unpack(endian + "HH", head) != _PIXEL_DATA_TAG:
+    if struct.unpack(endian + "HH", head) not in _PIXEL_DATA_TAGS:
         return "no pixel data"
     if syntax.is_implicit_VR:
         raw_length = fh.read(4)
@@ -695,7 +701,7 @@ def _build_series(
     _check_duplicates(src, slices)
     _check_frame_counts(src, slices, skipped)
     slices = _order_base_to_apex(src, slices, orientation, warn)
-    times, clock = _order_in_time(src, slices, study_frames)
+    times, clock = _order_in_time(src, slices, study_frames, warn)
     first = frames[0]
     as_uint16 = all(f.unsigned16 and f.slope == 1.0 and f.intercept == 0.0 for f in frames)
     # + 0.0 turns a rounded -0.0 into 0.0
@@ -1001,7 +1007,10 @@ def _order_base_to_apex(
 
 
 def _order_in_time(
-    src: Path, slices: list[list[_Frame]], study_frames: list[_Frame]
+    src: Path,
+    slices: list[list[_Frame]],
+    study_frames: list[_Frame],
+    warn: Callable[[str], None],
 ) -> tuple[list[list[float]], str]:
     """Sort each slice by time (in place); return frame times [S][T] in s, from the
     earliest of ``study_frames`` on the same clock, and the clock used."""
@@ -1014,7 +1023,7 @@ def _order_in_time(
             s.sort(key=lambda f: f.acquired)
         times = [[(f.acquired - start).total_seconds() for f in s] for s in slices]
         clock = "/".join(sorted({f.acquired_tag for f in frames}))
-    elif _usable_clock(slices, lambda f: f.trigger_s):
+    elif not (trigger_problem := _trigger_problem(slices)):
         _check_trigger_agrees_with_instances(src, slices)
         start = min(f.trigger_s for f in study_frames if f.trigger_s is not None)
         for s in slices:
@@ -1022,11 +1031,16 @@ def _order_in_time(
         times = [[f.trigger_s - start for f in s] for s in slices]
         clock = _TRIGGER_CLOCK
     else:
-        interval = _nominal_interval(src, slices)
+        interval = _nominal_interval(src, slices, trigger_problem)
         for s in slices:
             s.sort(key=lambda f: f.order_key)
         times = [[t * interval for t in range(len(s))] for s in slices]
         clock = _INSTANCE_CLOCK
+        warn(
+            f"{src}: no usable acquisition time and {trigger_problem}: frames ordered by "
+            f"InstanceNumber, {interval:g} s apart (nominal interval); beat-to-beat "
+            "variation of the frame times is lost"
+        )
     return [[round(t, _TIME_DECIMALS) for t in s] for s in times], clock
 
 
@@ -1051,6 +1065,27 @@ def _unwrap_midnight(frames: list[_Frame]) -> None:
             f.acquired += _dt.timedelta(days=1)
 
 
+def _trigger_problem(slices: list[list[_Frame]]) -> str:
+    """Why TriggerTime cannot time the frames ("" when it can).
+
+    A clock of one frame per beat spans at least (T - 1) x the shortest R-R
+    interval over the T frames of a slice; a TriggerTime that spans less resets
+    every beat (the delay after each R wave, nearly the same in every frame).
+    """
+    if not _usable_clock(slices, lambda f: f.trigger_s):
+        return "TriggerTime is missing or repeats within a slice"
+    for frames_of_slice in slices:
+        triggers = [f.trigger_s for f in frames_of_slice]
+        span = max(triggers) - min(triggers)
+        if span < (len(triggers) - 1) * _SHORTEST_RR_S:
+            return (
+                f"TriggerTime spans only {span * 1000:g} ms over the {len(triggers)} frames of "
+                f"slice {_mm(frames_of_slice[0].location_mm)}, so it is the delay after each "
+                "R wave, not a clock"
+            )
+    return ""
+
+
 def _check_trigger_agrees_with_instances(src: Path, slices: list[list[_Frame]]) -> None:
     for frames_of_slice in slices:
         if not _usable_clock([frames_of_slice], lambda f: f.order_key):
@@ -1064,7 +1099,7 @@ def _check_trigger_agrees_with_instances(src: Path, slices: list[list[_Frame]]) 
             )
 
 
-def _nominal_interval(src: Path, slices: list[list[_Frame]]) -> float:
+def _nominal_interval(src: Path, slices: list[list[_Frame]], trigger_problem: str) -> float:
     frames = [f for s in slices for f in s]
     missing = []
     if not _usable_clock(slices, lambda f: f.order_key):
@@ -1074,8 +1109,8 @@ def _nominal_interval(src: Path, slices: list[list[_Frame]]) -> float:
         missing.append("NominalInterval/FrameTime")
     if missing:
         raise DicomError(
-            f"{src}: cannot order frames in time: AcquisitionDateTime/AcquisitionTime and "
-            f"TriggerTime are missing or repeat within a slice, and {' and '.join(missing)} "
+            f"{src}: cannot order frames in time: AcquisitionDateTime/AcquisitionTime is "
+            f"missing or repeats within a slice, {trigger_problem}, and {' and '.join(missing)} "
             f"{'is' if len(missing) == 1 else 'are'} missing (e.g. {frames[0].name})"
         )
     return statistics.median(intervals)
