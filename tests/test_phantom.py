@@ -5,13 +5,16 @@ import time
 
 import numpy as np
 import pytest
-from scipy import ndimage, optimize
+from scipy import ndimage, optimize, signal
 
 from napari_perfroi import aha
+from napari_perfroi.cli import main
 from napari_perfroi.errors import InputError
 from napari_perfroi.phantom import (
+    HELD_OUT_SETTINGS,
     generate_phantom,
     sample_params,
+    scanner_like_overrides,
     write_phantom,
 )
 from napari_perfroi.study import Study
@@ -290,3 +293,238 @@ def test_generation_time():
     elapsed = time.perf_counter() - start
     print(f"phantom {phantom.image.shape} generated in {elapsed:.2f} s")
     assert elapsed < 15.0
+
+
+# ----------------------------------------------------------------------------- scanner-like
+SCANNER_SEED = 116  # its draws include trabeculae, dark rim, inflow, voids, wrap, blur, R = 3
+
+
+def scanner_overrides(seed, held_out=False):
+    return scanner_like_overrides(np.random.default_rng([seed, 2]), held_out=held_out)
+
+
+@pytest.fixture(scope="module")
+def scanner():
+    return generate_phantom(SCANNER_SEED, **scanner_overrides(SCANNER_SEED))
+
+
+def quick(seed=3, **overrides):
+    """A short study (few frames, no PD frames) for effect checks."""
+    return generate_phantom(seed, **{"n_dynamics": 25, "n_pd_frames": 0, **overrides})
+
+
+def lv_peak_frame(phantom, k):
+    return int(np.argmax(region_curve(phantom, k, LV)))
+
+
+def test_scanner_like_truth_matches_the_geometry(scanner):
+    overrides = scanner_overrides(SCANNER_SEED)
+    assert overrides["phase_wrap"] and overrides["dark_rim_depth"] > 0
+    assert overrides["trabecular_depth_mm"] > 0 and overrides["flow_voids"] > 0
+    test_truth_maps_follow_the_reference_frame_myocardium(scanner)
+    test_truth_motion_matches_the_labels(scanner)
+    test_labels_per_frame_are_consistent_with_roi(scanner)
+    test_lv_blood_brighter_than_myocardium_at_lv_peak(scanner)
+    test_rv_peaks_before_lv(scanner)
+    assert scanner.image.shape[2:] == overrides["matrix"]
+
+
+def test_scanner_like_draws_are_seeded_varied_and_in_range():
+    assert scanner_overrides(5) == scanner_overrides(5)
+    draws = [scanner_overrides(seed) for seed in range(200)]
+    for name in ("trabecular_depth_mm", "dark_rim_depth", "blood_inflow", "motion_blur",
+                 "g_factor_ripple", "injection_duration_s", "bolus_dispersion_s",
+                 "precontrast_blood_ratio", "heart_offset", "epicardial_fat_mm"):
+        present = sum(name in d for d in draws)
+        assert 20 < present < 180, name  # on in some studies, off in others
+    assert {d.get("sequence", "gre") for d in draws} == {"gre", "ssfp"}
+    assert {d.get("stored_bits", 16) for d in draws} == {12, 16}
+    assert {d["phase_wrap"] for d in draws} == {True, False}
+    spacing = [d["pixel_spacing_mm"] for d in draws]
+    assert 1.2 <= min(spacing) < 1.4 and 2.6 < max(spacing) < 2.8
+    assert any(min(d["matrix"]) % 8 for d in draws) and any(d["matrix"][0] % 8 == 0 for d in draws)
+    frames = [d["n_dynamics"] for d in draws]
+    assert min(frames) < 45 and max(frames) > 85 and 40 <= min(frames) and max(frames) <= 90
+    peaks = [d.get("intensity_peak", 1000.0) for d in draws]
+    assert min(peaks) < 200 and max(peaks) > 10000
+    assert max(d["through_plane_scale"] for d in draws) > 0.1
+    # Every draw builds a valid parameter set.
+    for seed, d in enumerate(draws[:20]):
+        sample_params(np.random.default_rng(seed), **d)
+
+
+def test_held_out_settings_are_never_drawn_for_training():
+    training = [scanner_overrides(seed) for seed in range(300)]
+    held_out = [scanner_overrides(seed, held_out=True) for seed in range(300)]
+
+    def held_out_settings(d):
+        found = {
+            "sequence": d.get("sequence") == "epi",
+            "pixel_spacing_mm": d["pixel_spacing_mm"] >= 2.8,
+            "second_bolus_fraction": d.get("second_bolus_fraction", 0.0) > 0,
+            "intensity_offset": d.get("intensity_offset", 0.0) >= 300,
+        }
+        assert set(found) == set(HELD_OUT_SETTINGS)
+        return {name for name, on in found.items() if on}
+
+    assert all(not held_out_settings(d) for d in training)
+    assert all(held_out_settings(d) for d in held_out)
+    assert set().union(*map(held_out_settings, held_out)) == set(HELD_OUT_SETTINGS)
+    assert max(d.get("intensity_offset", 0.0) for d in training) <= 100
+
+
+def test_wrap_folds_the_body_in_from_the_opposite_edge():
+    # A 200 mm phase field of view across a body wider than that.
+    settings = dict(pixel_spacing_mm=2.0, matrix=(100, 180), phase_axis=0, rotation_deg=0.0,
+                    snr=1e9, heart_offset=(0.0, 0.0))
+    plain, wrapped = quick(phase_wrap=False, **settings), quick(phase_wrap=True, **settings)
+    edges = np.r_[0:4, 96:100]
+    assert wrapped.image[:, :, edges].mean() > 1.5 * plain.image[:, :, edges].mean() + 5
+    np.testing.assert_array_equal(wrapped.truth["labels"], plain.truth["labels"])
+
+
+def test_dark_rim_lowers_the_blood_at_the_endocardium_at_lv_peak():
+    plain = quick(snr=1e9)
+    rim = quick(snr=1e9, dark_rim_px=1.5, dark_rim_depth=0.5)
+    np.testing.assert_array_equal(rim.truth["labels"], plain.truth["labels"])
+    for k in range(3):
+        t = lv_peak_frame(plain, k)
+        labels = plain.truth["labels"][k, t]
+        band = (labels == LV) & ndimage.binary_dilation(labels == MYO)
+        centre = ndimage.binary_erosion(labels == LV, iterations=4)
+        before, after = plain.image[k, t].astype(float), rim.image[k, t].astype(float)
+        assert after[band].mean() < 0.93 * before[band].mean()
+        assert after[centre].mean() == pytest.approx(before[centre].mean(), rel=0.01)
+        first = 0  # before the bolus: no rim
+        assert rim.image[k, first][band].mean() == pytest.approx(
+            plain.image[k, first][band].mean(), rel=0.01
+        )
+
+
+def test_trabeculae_darken_the_lv_blood_label_but_keep_the_labels():
+    plain = quick(snr=1e9)
+    trabecular = quick(snr=1e9, trabecular_depth_mm=3.0)
+    np.testing.assert_array_equal(trabecular.truth["labels"], plain.truth["labels"])
+    t = lv_peak_frame(plain, 0)
+    assert region_curve(trabecular, 0, LV)[t] < 0.97 * region_curve(plain, 0, LV)[t]
+
+
+def test_inflow_and_voids_make_the_blood_pool_uneven_over_space_and_time():
+    plain = quick(snr=1e9, breathing_amplitude_mm=0.0)
+    flowing = quick(snr=1e9, breathing_amplitude_mm=0.0, blood_inflow=0.3, flow_voids=4)
+    k = 1
+    in_plane = np.zeros((3, 3, 3), dtype=bool)
+    in_plane[1] = ndimage.generate_binary_structure(2, 1)
+    inside = ndimage.binary_erosion(plain.truth["labels"][k] == LV, in_plane, iterations=2)
+
+    def spread(phantom):
+        return np.array([phantom.image[k, t][inside[t]].std() for t in range(inside.shape[0])])
+
+    assert np.median(spread(flowing)) > 1.5 * np.median(spread(plain)) + 1
+    relative = flowing.image[k].astype(float) / np.maximum(plain.image[k], 1)
+    assert np.std([relative[t][inside[t]].mean() for t in range(inside.shape[0])]) > 0.01
+
+
+def test_sequences_change_the_contrast_noise_and_ghost():
+    settings = dict(snr=1e9, seed=4)
+    gre, ssfp = quick(**settings), quick(sequence="ssfp", precontrast_blood_ratio=1.4, **settings)
+    for phantom, low, high in ((gre, 0.0, 0.95), (ssfp, 1.1, 1.5)):
+        ratio = region_curve(phantom, 1, LV)[0] / region_curve(phantom, 1, MYO)[0]
+        assert low < ratio < high
+    epi = quick(sequence="epi", ghost_fraction=0.05, readout_blur_px=0.01, **settings)
+    axis = 2 + epi.params.phase_axis
+    image = gre.image.astype(float)
+    ghost = np.roll(image, image.shape[axis] // 2, axis=axis)
+    dark = image < 0.05 * image.max()
+    excess = epi.image.astype(float)[dark] - image[dark]
+    assert np.corrcoef(excess, ghost[dark])[0, 1] > 0.7
+    noisy_gre, noisy_epi = quick(seed=4), quick(seed=4, sequence="epi")
+    noise = [p.extra["truth"]["signal_model"]["noise_sd"] for p in (noisy_gre, noisy_epi)]
+    assert noise[1] == pytest.approx(noise[0] / 0.7)
+
+
+def test_g_factor_map_raises_the_noise_in_bands_along_the_phase_axis():
+    settings = dict(seed=5, g_factor=0.0, n_dynamics=12, phase_axis=1)
+    clean = quick(snr=1e9, **settings)
+    line = np.arange(clean.image.shape[3])
+    bands = np.cos(np.pi * 3 * (line / line.size - 0.5)) ** 2
+    for ripple, low, high in ((1.5, 0.8, 1.0), (0.0, -1.0, 0.4)):
+        noisy = quick(snr=5.0, acceleration=3, g_factor_ripple=ripple, **settings)
+        residual = noisy.image.astype(float) - clean.image
+        profile = residual.std(axis=(0, 1, 2))
+        assert low < np.corrcoef(profile, bands)[0, 1] < high
+
+
+def half_width_s(phantom):
+    aif = np.asarray(phantom.extra["truth"]["aif_blood"])
+    times = np.asarray(phantom.attrs["frame_times_s"])[0]
+    return np.ptp(times[aif > aif.max() / 2])
+
+
+def test_bolus_shapes_and_the_truth_aif_follow_the_curves_used():
+    settings = dict(n_dynamics=60, rr_interval_s=0.8, baseline_s=5.0, lv_time_to_peak_s=3.0,
+                    bolus_alpha=3.0, recirculation_fraction=0.1, snr=1e9)
+    single = quick(**settings)
+    double = quick(second_bolus_fraction=0.7, second_bolus_delay_s=10.0, **settings)
+    slow = quick(injection_duration_s=10.0, **settings)
+    poor = quick(bolus_dispersion_s=4.0, lv_peak_mmol=2.0, **settings)
+
+    def n_peaks(phantom):
+        aif = np.asarray(phantom.extra["truth"]["aif_blood"])
+        return len(signal.find_peaks(aif, prominence=0.25 * aif.max())[0])
+
+    assert n_peaks(single) == 1 and n_peaks(double) == 2
+    assert half_width_s(slow) > 1.5 * half_width_s(single)
+    assert half_width_s(poor) > 1.5 * half_width_s(single)
+    assert max(poor.extra["truth"]["aif_blood"]) == pytest.approx(2.0, rel=0.02)
+    for phantom in (single, double, slow, poor):  # the image shows the truth AIF
+        truth = np.asarray(phantom.extra["truth"]["aif_blood"])
+        assert abs(lv_peak_frame(phantom, 0) - int(np.argmax(truth))) <= 1
+
+
+def test_motion_blur_softens_the_moving_heart_but_keeps_the_labels():
+    settings = dict(snr=1e9, breathing_amplitude_mm=10.0, jitter_mm=0.0)
+    sharp, blurred = quick(**settings), quick(motion_blur=1.0, **settings)
+    np.testing.assert_array_equal(blurred.truth["labels"], sharp.truth["labels"])
+    k = 1
+    speed = np.abs(np.gradient(sharp.truth["motion"][k], axis=0)).sum(axis=1)
+    t = int(np.argmax(speed))
+    assert speed[t] > 1.0
+    heart = ndimage.binary_dilation(np.isin(sharp.truth["labels"][k, t], (LV, MYO)), iterations=3)
+
+    def edges(phantom):
+        return np.hypot(*np.gradient(phantom.image[k, t].astype(float)))[heart].mean()
+
+    assert edges(blurred) < 0.97 * edges(sharp)
+
+
+def test_vendor_scales_and_offsets_change_the_stored_range():
+    twelve_bit = quick(stored_bits=12, intensity_peak=3500.0)
+    assert twelve_bit.image.max() <= 4095 and twelve_bit.aif_image.max() <= 4095
+    low = quick(intensity_peak=150.0)
+    assert 100 < low.image.max() < 600
+    large = quick(intensity_peak=20000.0)
+    assert large.image.max() > 15000
+    offset = quick(intensity_offset=500.0)
+    assert offset.image.min() >= 500 and offset.aif_image.min() >= 500
+    plain = quick()
+    assert offset.image.astype(int).mean() - plain.image.mean() == pytest.approx(500, abs=1)
+
+
+def test_cli_scanner_like_is_seeded_and_set_wins(tmp_path):
+    dest = tmp_path / "s.zarr"
+    assert main(["phantom", str(dest), "--seed", "9", "--scanner-like", "--held-out",
+                 "--set", "n_dynamics=30"]) == 0
+    parameters = Study.open(dest).attrs["truth"]["parameters"]
+    expected = scanner_overrides(9, held_out=True)
+    assert parameters["n_dynamics"] == 30 and parameters["matrix"] == list(expected["matrix"])
+    assert parameters["pixel_spacing_mm"] == expected["pixel_spacing_mm"]
+
+
+def test_scanner_like_generation_time():
+    overrides = scanner_overrides(21)
+    start = time.perf_counter()
+    phantom = generate_phantom(21, **overrides)
+    elapsed = time.perf_counter() - start
+    print(f"scanner-like phantom {phantom.image.shape} generated in {elapsed:.2f} s")
+    assert elapsed < 30.0

@@ -225,9 +225,9 @@ def finetune(
             batch = np.sort(rng.choice(len(train_x), min(config.batch_size, len(train_x)),
                                        replace=False))
             x, y = augment(train_x[batch], train_y[batch], rng)
-            x, outside = torch.from_numpy(x[:, :-1]), torch.from_numpy(x[:, -1])
+            x, outside = x[:, :-1], x[:, -1]
             logits = network(x.contiguous(memory_format=torch.channels_last))
-            loss = segmentation_loss(logits, torch.from_numpy(y))
+            loss = segmentation_loss(logits, y)
             loss = loss + OUTSIDE_WEIGHT * _outside_loss(logits, outside)
             optimiser.zero_grad()
             loss.backward()

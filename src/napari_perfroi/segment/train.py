@@ -2,11 +2,18 @@
 
 Each training study is a phantom drawn with wider randomisation than the
 phantom's defaults (pixel spacing 1.1-2.8 mm, small hearts, strong coil
-shading, short series, late or early bolus, saturated blood, low SNR), its
-true motion blurred by registration-like errors. Every slice gives one sample:
-the model input on the fixed grid and the reference frame's true labels,
-cropped around the heart with a random offset. Validation uses other seeds;
-training stops early when the validation Dice stops improving.
+shading, short series, late or early bolus, saturated blood, low SNR), most
+of them from the scanner-like family (:mod:`~napari_perfroi.phantom_scanner`), its
+true motion blurred by registration-like errors. Every slice gives
+``ACQUISITIONS_PER_SLICE`` samples, most re-acquired by
+:func:`~.randomise.randomise_series` (timing, intensity curve, resolution,
+noise): the model input on the fixed grid and the reference frame's true
+labels, cropped around the heart with a random offset. Each step deforms,
+turns, scales and mirrors the batch and jitters its feature intensities, so
+the model cannot lean on the phantom's exact intensities or shapes. A GPU
+(``device="auto"``) only speeds this up; on the CPU training is seeded and
+reproducible. Validation uses other seeds; training stops early when the
+validation Dice stops improving.
 
 Training and validation seeds start at ``TRAIN_SEED_BASE`` and
 ``VALIDATION_SEED_BASE``; benchmarks and tests use seeds below 100000.
@@ -14,7 +21,9 @@ Training and validation seeds start at ``TRAIN_SEED_BASE`` and
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 import platform
 import time
 from collections.abc import Callable
@@ -37,13 +46,16 @@ HEART_OFFSET_PX = 32  # random offset of the heart within the stored crop
 MOTION_ERROR_PX = 0.3  # SD of simulated registration error per frame
 MOTION_OUTLIER_RATE, MOTION_OUTLIER_PX = 0.05, 2.0
 WIDTHS = (16, 32, 64, 128, 128)
+SCANNER_LIKE_FRACTION = 0.6  # studies drawn from the scanner-like phantom family
+ACQUISITIONS_PER_SLICE = 2  # randomised acquisitions of each rendered slice
+RANDOMISED_FRACTION = 0.75  # of those, the ones randomised (the rest as rendered)
 
 
 @dataclass
 class TrainingConfig:
-    train_studies: int = 900
-    validation_studies: int = 60
-    max_epochs: int = 40
+    train_studies: int = 700
+    validation_studies: int = 40
+    max_epochs: int = 24
     patience: int = 6
     batch_size: int = 16
     learning_rate: float = 2e-3
@@ -51,6 +63,7 @@ class TrainingConfig:
     seed: int = 0
     workers: int = 2
     threads: int = 2
+    device: str = "auto"  # a GPU where there is one, else the CPU
 
 
 def training_overrides(rng: np.random.Generator) -> dict:
@@ -82,31 +95,41 @@ def training_overrides(rng: np.random.Generator) -> dict:
 
 
 def study_samples(seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(inputs float16 (C, n, n), labels uint8 (n, n)) per slice of the phantom of ``seed``."""
+    """(inputs float16 (C, n, n), labels uint8 (n, n)): ``ACQUISITIONS_PER_SLICE`` per slice
+    of the phantom of ``seed``, each a scanner-like randomisation of the rendered series."""
     import torch
 
     from ..phantom import generate_phantom
+    from ..phantom_scanner import scanner_like_phantom
     from .features import Grid, slice_inputs
+    from .randomise import randomise_series
 
     torch.set_num_threads(1)
     rng = np.random.default_rng([seed, 1])
-    phantom = generate_phantom(seed, **training_overrides(rng))
+    if rng.random() < SCANNER_LIKE_FRACTION:
+        phantom = scanner_like_phantom(seed, rng)
+    else:
+        phantom = generate_phantom(seed, **training_overrides(rng))
     times = np.asarray(phantom.attrs["frame_times_s"])
     reference = phantom.attrs["reference_frame"]
     motion = phantom.truth["motion"] + _registration_error(rng, phantom.truth["motion"].shape)
     grid = Grid.for_image(phantom.image.shape[2:], phantom.attrs["pixel_spacing_mm"])
     samples = []
     for s in range(phantom.image.shape[0]):
-        inputs = slice_inputs(phantom.image[s], motion[s], times[s], grid).numpy()
         labels = labels_on_grid(grid, phantom.truth["labels"][s, reference[s]])
         rows, cols = np.nonzero((labels == LV_BLOOD) | (labels == MYOCARDIUM))
         if rows.size == 0:
             continue
-        offset = rng.integers(-HEART_OFFSET_PX, HEART_OFFSET_PX + 1, size=2)
-        corner = np.array([rows.mean(), cols.mean()]).round().astype(int) + offset - STORED_CROP // 2
-        samples.append(
-            (crop(inputs, corner, STORED_CROP).astype(np.float16), crop(labels, corner, STORED_CROP))
-        )
+        for _ in range(ACQUISITIONS_PER_SLICE):
+            frames, shifts, slice_times = phantom.image[s], motion[s], times[s]
+            if rng.random() < RANDOMISED_FRACTION:
+                frames, slice_times, shifts = randomise_series(frames, slice_times, shifts, rng)
+            inputs = slice_inputs(frames, shifts, slice_times, grid).numpy()
+            offset = rng.integers(-HEART_OFFSET_PX, HEART_OFFSET_PX + 1, size=2)
+            corner = (np.array([rows.mean(), cols.mean()]).round().astype(int) + offset
+                      - STORED_CROP // 2)
+            samples.append((crop(inputs, corner, STORED_CROP).astype(np.float16),
+                            crop(labels, corner, STORED_CROP)))
     return samples
 
 
@@ -148,7 +171,7 @@ def generate_samples(seeds, workers: int, log: Callable[[str], None]):
     """Stacked (inputs, labels) of the studies of ``seeds``, generated in ``workers`` processes."""
     inputs, labels = [], []
     started = time.perf_counter()
-    with get_context("spawn").Pool(workers) as pool:
+    with _one_thread_per_worker(), get_context("spawn").Pool(workers) as pool:
         for done, samples in enumerate(pool.imap(study_samples, seeds, chunksize=2), start=1):
             for x, y in samples:
                 inputs.append(x)
@@ -158,17 +181,79 @@ def generate_samples(seeds, workers: int, log: Callable[[str], None]):
     return np.stack(inputs), np.stack(labels)
 
 
-def augment(inputs, labels, rng):
-    """Random crop, flips and quarter turns of a batch (numpy, same for inputs and labels)."""
+@contextlib.contextmanager
+def _one_thread_per_worker():
+    """Spawned workers inherit the environment: one BLAS/OpenMP thread each, so that
+    ``workers`` processes do not each start a thread per core."""
+    names = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+    saved = {name: os.environ.get(name) for name in names}
+    os.environ.update(dict.fromkeys(names, "1"))
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def augment(inputs, labels, rng, device: str = "cpu"):
+    """A randomly cropped, turned, scaled, mirrored and elastically deformed batch, with
+    feature intensities jittered: torch (float32 inputs, int64 labels) on ``device``.
+
+    Every random draw is seeded from the numpy ``rng``, so CPU training is reproducible.
+    Channels past the model's own (fine-tuning's extra masks) are moved, not jittered.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from .features import N_CHANNELS
+
     start = rng.integers(0, STORED_CROP - TRAIN_CROP + 1, size=2)
     window = (slice(start[0], start[0] + TRAIN_CROP), slice(start[1], start[1] + TRAIN_CROP))
-    x = inputs[(..., *window)]
-    y = labels[(..., *window)]
-    turns = int(rng.integers(4))
-    x, y = np.rot90(x, turns, axes=(-2, -1)), np.rot90(y, turns, axes=(-2, -1))
-    if rng.random() < 0.5:
-        x, y = x[..., ::-1], y[..., ::-1]
-    return np.ascontiguousarray(x, dtype=np.float32), np.ascontiguousarray(y, dtype=np.int64)
+    x = torch.as_tensor(np.ascontiguousarray(inputs[(..., *window)]), device=device).float()
+    y = torch.as_tensor(np.ascontiguousarray(labels[(..., *window)]), device=device)
+    n = len(x)
+    generator = torch.Generator(device).manual_seed(int(rng.integers(2**62)))
+    lookup = _deformation_lookup(n, rng, generator, device)
+    x = F.grid_sample(x, lookup, mode="bilinear", padding_mode="zeros", align_corners=False)
+    y = F.grid_sample(y[:, None].float(), lookup, mode="nearest", padding_mode="zeros",
+                      align_corners=False)[:, 0].long()
+    gain = torch.as_tensor(rng.uniform(0.8, 1.25, (n, 2, 1, 1)), dtype=torch.float32,
+                           device=device)
+    noise_sd = torch.as_tensor(rng.uniform(0.0, 0.05, (n, 1, 1, 1)), dtype=torch.float32,
+                               device=device)
+    features = x[:, :N_CHANNELS]
+    inside = (features != 0).any(dim=1, keepdim=True)
+    scaled = torch.cat([features[:, :1] * gain[:, :1],  # pre-contrast
+                        features[:, 1:-1] * gain[:, 1:],  # enhancement
+                        features[:, -1:]], dim=1)  # time to peak
+    noise = torch.randn(scaled.shape, generator=generator, device=device) * noise_sd
+    return torch.cat([(scaled + noise) * inside, x[:, N_CHANNELS:]], dim=1), y
+
+
+def _deformation_lookup(n: int, rng, generator, device):
+    """grid_sample coordinates (n, TRAIN_CROP, TRAIN_CROP, 2): a random rotation, scale
+    0.85-1.2, mirror and a smooth elastic displacement of up to a few pixels."""
+    import torch
+    import torch.nn.functional as F
+
+    angle = rng.uniform(0.0, 2 * np.pi, n)
+    scale = np.exp(rng.uniform(np.log(0.85), np.log(1.2), n))
+    mirror = np.where(rng.random(n) < 0.5, -1.0, 1.0)
+    cos, sin = np.cos(angle) / scale, np.sin(angle) / scale
+    affine = np.zeros((n, 2, 3))
+    affine[:, 0, 0], affine[:, 0, 1] = cos * mirror, -sin
+    affine[:, 1, 0], affine[:, 1, 1] = sin * mirror, cos
+    affine = torch.as_tensor(affine, dtype=torch.float32, device=device)
+    grid = F.affine_grid(affine, (n, 1, TRAIN_CROP, TRAIN_CROP), align_corners=False)
+    strength = torch.as_tensor(rng.uniform(0.0, 0.03, (n, 1, 1, 1)), dtype=torch.float32,
+                               device=device)
+    coarse = torch.randn((n, 2, 5, 5), generator=generator, device=device) * strength
+    elastic = F.interpolate(coarse, size=(TRAIN_CROP, TRAIN_CROP), mode="bicubic",
+                            align_corners=False)
+    return grid + elastic.permute(0, 2, 3, 1)
 
 
 def segmentation_loss(logits, target):
@@ -185,7 +270,7 @@ def segmentation_loss(logits, target):
     return F.cross_entropy(logits, target) + (1 - soft_dice[1:]).mean()
 
 
-def validate_dice(network, inputs, labels, batch_size) -> list[float]:
+def validate_dice(network, inputs, labels, batch_size, device: str = "cpu") -> list[float]:
     """Dice per class of the network's predictions on validation samples."""
     import torch
 
@@ -196,7 +281,7 @@ def validate_dice(network, inputs, labels, batch_size) -> list[float]:
     with torch.inference_mode():
         for start in range(0, len(inputs), batch_size):
             x = torch.from_numpy(inputs[start : start + batch_size].astype(np.float32))
-            predicted.append(network(x).argmax(dim=1).numpy())
+            predicted.append(network(x.to(device)).argmax(dim=1).cpu().numpy())
     network.train()
     return dice_per_class(np.concatenate(predicted), labels)
 
@@ -210,7 +295,7 @@ def train(
     import torch
 
     from .features import GRID_MM, N_CHANNELS, PEAK_OFFSETS_S
-    from .model import build_network, save_model
+    from .model import build_network, pick_device, save_model
 
     if config.train_studies < 1 or config.validation_studies < 1:
         raise InputError("training needs at least one training and one validation study")
@@ -227,7 +312,8 @@ def train(
 
     architecture = {"name": "unet2d", "in_channels": N_CHANNELS, "n_classes": N_CLASSES,
                     "widths": list(WIDTHS)}
-    network = build_network(architecture)
+    device = pick_device(config.device)
+    network = build_network(architecture).to(device)
     optimiser = torch.optim.AdamW(
         network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
     )
@@ -244,16 +330,16 @@ def train(
         losses = []
         for step in range(steps_per_epoch):
             batch = np.sort(order[step * config.batch_size : (step + 1) * config.batch_size])
-            x, y = augment(train_x[batch], train_y[batch], rng)
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                logits = network(torch.from_numpy(x))
-            loss = segmentation_loss(logits, torch.from_numpy(y))
+            x, y = augment(train_x[batch], train_y[batch], rng, device)
+            with torch.autocast(device.split(":")[0], dtype=torch.bfloat16):
+                logits = network(x)
+            loss = segmentation_loss(logits, y)
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
             schedule.step()
             losses.append(loss.item())
-        dice = validate_dice(network, val_x, val_y, config.batch_size)
+        dice = validate_dice(network, val_x, val_y, config.batch_size, device)
         score = float(np.nanmean(dice))
         history.append({"epoch": epoch, "loss": float(np.mean(losses)), "validation_dice": dice})
         log(
@@ -281,11 +367,19 @@ def train(
             "validation_slices": len(val_x),
             "stored_crop": STORED_CROP,
             "train_crop": TRAIN_CROP,
-            "augmentation": "random crop, quarter turns, flips; phantom overrides in "
-                            "training_overrides(); motion error "
-                            f"{MOTION_ERROR_PX} px SD + {MOTION_OUTLIER_RATE:.0%} outliers",
+            "augmentation": "phantom overrides in training_overrides(); "
+                            f"{SCANNER_LIKE_FRACTION:.0%} of studies scanner-like "
+                            "(phantom_scanner.py, held-out settings never drawn); "
+                            f"{ACQUISITIONS_PER_SLICE} acquisitions per slice, "
+                            f"{RANDOMISED_FRACTION:.0%} randomised (randomise.py: timing, "
+                            "frames dropped/duplicated, gain/offset, gamma, bias field, blur, "
+                            "k-space truncation, noise, integer storage); motion error "
+                            f"{MOTION_ERROR_PX} px SD + {MOTION_OUTLIER_RATE:.0%} outliers; "
+                            "per step: random crop, rotation, scale 0.85-1.2, mirror, elastic "
+                            "deformation, feature gain 0.8-1.25 and noise",
             "loss": "cross-entropy + soft Dice (classes 1-3)",
             "optimiser": "AdamW, one-cycle learning rate, bfloat16 autocast",
+            "device": device,
             "epochs_run": len(history),
             "best_epoch": best["epoch"],
             "history": history,
