@@ -24,16 +24,9 @@ def _cmd_import(args: argparse.Namespace) -> None:
 
 
 def _cmd_phantom(args: argparse.Namespace) -> None:
-    from .phantom import scanner_like_overrides, write_phantom
+    from .phantom import write_phantom
 
-    if args.held_out and not args.scanner_like:
-        raise InputError("--held-out needs --scanner-like")
-    overrides = {}
-    if args.scanner_like:
-        import numpy as np
-
-        overrides = scanner_like_overrides(np.random.default_rng([args.seed, 2]), args.held_out)
-    overrides.update(_phantom_setting(text) for text in args.set)
+    overrides = dict(_phantom_setting(text) for text in args.set)
     study = write_phantom(args.dest, args.seed, defect=args.defect, overwrite=args.overwrite,
                           **overrides)
     print(study_summary(study))
@@ -183,11 +176,6 @@ def build_parser() -> argparse.ArgumentParser:
     cmd.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                      help="override a phantom parameter, e.g. --set hematocrit=0.35 "
                           "--set tissue_model=2cxm --set n_pd_frames=0 (repeatable)")
-    cmd.add_argument("--scanner-like", action="store_true",
-                     help="draw scanner-like settings (artefacts, vendor ranges) from the seed; "
-                          "--set still wins")
-    cmd.add_argument("--held-out", action="store_true",
-                     help="with --scanner-like: settings never drawn for training (benchmark)")
     cmd.add_argument("--overwrite", action="store_true", help="replace DEST if it exists")
     cmd.set_defaults(run=_cmd_phantom)
 
@@ -291,8 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmd.add_argument("--workers", type=int, default=defaults.workers,
                      help=f"processes generating phantoms (default {defaults.workers})")
     cmd.add_argument("--device", default=defaults.device,
-                     help="training: auto (a GPU where there is one), cpu, cuda, mps "
-                          f"(default {defaults.device})")
+                     help="training: auto (a GPU where there is one), cpu, cuda, mps")
     cmd.set_defaults(run=_cmd_train)
 
     cmd = commands.add_parser("info", help="print a summary of a study store")

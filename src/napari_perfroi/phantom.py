@@ -54,19 +54,6 @@ from .study import MYOCARDIUM, Study, slice_levels_for
 DEFECTS = ("lad", "rca", "lcx")
 SIGNAL_MODELS = ("saturation_recovery", "linear")
 TISSUE_MODELS = ("fermi", "2cxm")
-SEQUENCES = ("gre", "ssfp", "epi")
-# Scanner-like settings drawn only with held_out=True (never for training), so a
-# benchmark can measure generalisation; each held-out study has at least one.
-HELD_OUT_SETTINGS = {
-    "sequence": "epi (training: gre or ssfp)",
-    "pixel_spacing_mm": "2.8-3.0 mm (training: 1.2-2.8 mm)",
-    "second_bolus_fraction": "0.4-0.9, a double-peak bolus (training: 0, one first pass)",
-    "intensity_offset": "300-800 (training: 0-100)",
-}
-# Defaults of the sequence effects when their fields are 0: SSFP pre-contrast
-# blood over myocardium; EPI ghost amplitude, phase blur SD (px) and SNR factor.
-_SSFP_BLOOD_RATIO = 1.15
-_EPI_GHOST, _EPI_BLUR_PX, _EPI_SNR_FACTOR = 0.03, 0.6, 0.7
 _CURVE_DT_S = 0.05
 
 
@@ -201,27 +188,6 @@ class PhantomParams:
     aif_saturation_time_s: float
     aif_block: int  # AIF pixel = aif_block x aif_block image pixels
     aif_snr: float  # LV blood peak signal over noise SD in the AIF series (per image pixel)
-    # Scanner-like effects (see scanner_like_overrides); every default leaves them off.
-    trabecular_depth_mm: float = 0.0  # trabecular fingers inside the endocardium (LV blood label)
-    dark_rim_px: float = 0.0  # width of the dark band on the blood side of the endocardium
-    dark_rim_depth: float = 0.0  # fraction of the LV blood enhancement lost in that band
-    blood_inflow: float = 0.0  # peak relative brightening of smooth inflow regions in the cavities
-    flow_voids: int = 0  # small dark flow voids per slice (LV and RV cavities)
-    sequence: str = "gre"  # "gre" | "ssfp" | "epi"
-    precontrast_blood_ratio: float = 0.0  # pre-contrast blood over myocardium signal
-    # (0: as the T1s give it, SSFP: _SSFP_BLOOD_RATIO)
-    ghost_fraction: float = 0.0  # phase-direction N/2 ghost amplitude (0: _EPI_GHOST for EPI)
-    readout_blur_px: float = 0.0  # blur SD along the phase axis, T2* decay (0: EPI default)
-    acceleration: int = 1  # parallel-imaging factor R: g-factor bands of period N/R
-    g_factor_ripple: float = 0.0  # extra noise at the band maxima
-    injection_duration_s: float = 0.0  # slow injection: first pass spread over this time
-    bolus_dispersion_s: float = 0.0  # poor bolus: exponential dispersion of the first pass
-    second_bolus_fraction: float = 0.0  # double peak: second first pass over the first (area)
-    second_bolus_delay_s: float = 0.0
-    phase_wrap: bool = False  # body outside the phase field of view folds over
-    motion_blur: float = 0.0  # fraction of the frame-to-frame displacement within one readout
-    stored_bits: int = 16  # stored values are clipped to 0 .. 2**stored_bits - 1
-    intensity_offset: float = 0.0  # vendor offset added to every stored value
 
 
 @dataclass
@@ -429,107 +395,6 @@ def sample_params(
     return PhantomParams(**{name: _plain(value) for name, value in values.items()})
 
 
-def scanner_like_overrides(rng: np.random.Generator, held_out: bool = False) -> dict:
-    """Overrides (for generate_phantom) that make a phantom look like one of many scanners.
-
-    Each effect is on with some probability and a random strength: thick
-    trabeculae and papillary muscles, a dark rim at the endocardium, blood-pool
-    inflow and flow voids, SSFP or low pre-contrast blood-myocardium contrast,
-    a g-factor map with bands (R = 2-3), slow or poor boluses, thick
-    epicardial fat, phase wrap, motion blur, through-plane motion, vendor
-    intensity ranges and offsets, pixel spacings 1.2-3.0 mm with matching (at
-    times odd) matrices, 40-90 frames, heart rates 40-150 /min and the heart
-    near the edge of the field of view.
-
-    ``held_out`` True draws, besides those, at least one of
-    :data:`HELD_OUT_SETTINGS` (each with probability 1/2): the EPI sequence,
-    pixels of 2.8-3.0 mm, a double-peak bolus, an intensity offset of 300-800.
-    ``held_out`` False never draws them.
-    """
-    u = rng.uniform
-
-    def chance(probability):
-        return bool(rng.random() < probability)
-
-    held = {name: held_out and chance(0.5) for name in HELD_OUT_SETTINGS}
-    if held_out and not any(held.values()):
-        held[list(HELD_OUT_SETTINGS)[int(rng.integers(len(HELD_OUT_SETTINGS)))]] = True
-    out: dict[str, Any] = {}
-
-    # Acquisition: matrix from a 300-440 mm readout field of view, capped at 256.
-    if held["pixel_spacing_mm"]:
-        spacing = u(2.8, 3.0)
-    else:  # fine pixels are the rarer protocol
-        spacing = u(1.2, 1.8) if chance(0.3) else u(1.8, 2.799)
-    spacing = round(spacing, 4)
-    step = 8 if chance(0.7) else 1  # else an odd, non-multiple-of-8 matrix
-    cols = int(np.clip(step * round(u(300.0, 440.0) / spacing / step), 96, 256))
-    rows = int(np.clip(step * round(cols * u(0.6, 0.95) / step), 80, 256))
-    matrix = (cols, rows) if chance(0.25) else (rows, cols)
-    shorter_axis = int(matrix[1] < matrix[0])
-    out.update(
-        pixel_spacing_mm=spacing,
-        matrix=matrix,
-        phase_axis=shorter_axis if chance(0.8) else 1 - shorter_axis,
-        aif_block=int(np.clip(round(5.0 / spacing), 2, 3)),
-        n_dynamics=int(rng.integers(40, 91)),
-        rr_interval_s=u(0.4, 1.5),
-        phase_wrap=chance(0.3),
-        through_plane_scale=u(0.0, 0.12),
-        snr=_log_uniform(rng, 2.5, 20.0),
-    )
-    if chance(0.3):  # heart near the edge of the field of view
-        out["heart_offset"] = tuple(float(rng.choice([-1.0, 1.0]) * u(1.5, 3.3)) for _ in "uv")
-    if chance(0.4):
-        out["motion_blur"] = u(0.1, 0.5)
-
-    # Endocardium and blood pool.
-    if chance(0.6):
-        out.update(trabecular_depth_mm=u(1.0, 3.5), trabeculation_mm=u(0.0, 2.5))
-    if chance(0.5):
-        out["papillary_radius_mm"] = u(4.0, 7.0)
-    if chance(0.5):
-        out.update(dark_rim_px=u(1.0, 2.0), dark_rim_depth=u(0.2, 0.6))
-    if chance(0.6):
-        out.update(blood_inflow=u(0.05, 0.3), flow_voids=int(rng.integers(0, 5)))
-    if chance(0.4):
-        out["epicardial_fat_mm"] = u(3.0, 10.0)
-
-    # Sequence and parallel imaging.
-    if held["sequence"]:
-        out.update(sequence="epi", ghost_fraction=u(0.015, 0.05), readout_blur_px=u(0.3, 1.0))
-    elif chance(0.3):
-        out.update(sequence="ssfp", precontrast_blood_ratio=u(0.95, 1.4))
-    if out.get("sequence") != "ssfp" and chance(0.2):  # low contrast before the bolus
-        out["precontrast_blood_ratio"] = u(0.85, 1.2)
-    if chance(0.5):
-        out.update(acceleration=int(rng.integers(2, 4)), g_factor_ripple=u(0.3, 1.5))
-
-    # Bolus: one first pass (normal, slow or poor), or two (held out).
-    kind = rng.choice(["normal", "slow", "poor"], p=[0.4, 0.3, 0.3])
-    out["lv_time_to_peak_s"] = u(3.0, 12.0)
-    if kind == "slow":
-        out["injection_duration_s"] = u(4.0, 12.0)
-    elif kind == "poor":
-        out.update(lv_peak_mmol=u(1.5, 3.0), bolus_dispersion_s=u(2.0, 6.0))
-    if held["second_bolus_fraction"]:
-        out.update(second_bolus_fraction=u(0.4, 0.9), second_bolus_delay_s=u(7.0, 12.0))
-
-    # Vendor intensity scale: 12-bit, very low, large or as drawn; an offset.
-    scale = rng.choice(["12-bit", "low", "large", "drawn"])
-    if scale == "12-bit":
-        out.update(stored_bits=12, intensity_peak=u(600.0, 3000.0))
-    elif scale == "low":
-        out["intensity_peak"] = u(100.0, 250.0)
-    elif scale == "large":
-        out["intensity_peak"] = u(8000.0, 20000.0)
-    if held["intensity_offset"]:
-        out["intensity_offset"] = float(round(u(300.0, 800.0)))
-    elif chance(0.3):
-        out["intensity_offset"] = float(round(u(0.0, 100.0)))
-    return _plain(out)
-
-
 def _plain(value):
     """Python numbers in place of numpy scalars, recursively (tuples stay tuples)."""
     if isinstance(value, dict):
@@ -578,8 +443,6 @@ def generate_phantom(seed: int, defect: str | None = None, **overrides) -> Phant
         raise InputError(f"unknown signal_model {p.signal_model!r}: expected {SIGNAL_MODELS}")
     if p.tissue_model not in TISSUE_MODELS:
         raise InputError(f"unknown tissue_model {p.tissue_model!r}: expected {TISSUE_MODELS}")
-    if p.sequence not in SEQUENCES:
-        raise InputError(f"unknown sequence {p.sequence!r}: expected {SEQUENCES}")
     if sorted(p.acquisition_order) != list(range(p.n_slices)):
         raise InputError("acquisition_order must give each of the n_slices slices one slot")
     detail = np.random.default_rng(p.detail_seed)
@@ -599,9 +462,6 @@ def generate_phantom(seed: int, defect: str | None = None, **overrides) -> Phant
     )
     slices = _slice_anatomy(p, levels, detail)
     centres = _place_heart(p, slices, shift_mm, scale)
-    # A generator of their own, so the scanner-like details leave every other draw unchanged.
-    effects = np.random.default_rng([p.detail_seed, 3])
-    cavities = [_cavity_detail(p, anatomy, times.shape[1], effects) for anatomy in slices]
     ps = p.pixel_spacing_mm
     motion = np.stack([-shift_mm[..., 1], shift_mm[..., 0]], axis=-1) / ps  # (row, col) px
 
@@ -612,11 +472,10 @@ def generate_phantom(seed: int, defect: str | None = None, **overrides) -> Phant
     noise_sd = signal["noise_sd"]
     for k in range(n_s):
         frames, labels[k] = _render_slice(
-            p, slices[k], centres[k], motion[k], shift_mm[k], scale[k], signal, k, detail,
-            cavities[k],
+            p, slices[k], centres[k], motion[k], shift_mm[k], scale[k], signal, k, detail
         )
         frames = _acquire(p, frames, noise_sd, detail)
-        image[k] = _stored(p, frames * signal["gain"])
+        image[k] = np.clip(np.rint(frames * signal["gain"]), 0, 65535).astype(np.uint16)
 
     truth = _truth_arrays(p, slices, centres, labels, reference, motion, levels)
     geometry = _dicom_geometry(p, orientation, centres)
@@ -627,7 +486,7 @@ def generate_phantom(seed: int, defect: str | None = None, **overrides) -> Phant
     if p.aif_series:
         aif_curves = {name: c[p.n_slices :] for name, c in all_curves.items()}
         aif_image = _aif_series_image(
-            p, slices[0], centres[0], motion[0], shift_mm[0], scale[0], aif_curves, cavities[0]
+            p, slices[0], centres[0], motion[0], shift_mm[0], scale[0], aif_curves
         )
         attrs["aif_series"] = {
             "frame_times_s": np.round(aif_times, 4).tolist(),
@@ -639,21 +498,14 @@ def generate_phantom(seed: int, defect: str | None = None, **overrides) -> Phant
     return Phantom(image=image, attrs=attrs, extra=extra, truth=truth, params=p, aif_image=aif_image)
 
 
-def _aif_series_image(
-    p, anatomy, centre, motion, shift_mm, scale, aif_curves, cavity
-) -> np.ndarray:
+def _aif_series_image(p, anatomy, centre, motion, shift_mm, scale, aif_curves) -> np.ndarray:
     """The separate AIF series of slice 0 (T, Y/b, X/b) uint16: short saturation time,
     b x b coarser pixels, its own noise (a generator of its own, so the main
-    image does not depend on whether the AIF series is made). It is a
-    gradient-echo series whatever the main sequence."""
+    image does not depend on whether the AIF series is made)."""
     rng = np.random.default_rng(p.detail_seed + 1)
-    short = dataclasses.replace(
-        p, saturation_time_s=p.aif_saturation_time_s, sequence="gre", precontrast_blood_ratio=0.0
-    )
+    short = dataclasses.replace(p, saturation_time_s=p.aif_saturation_time_s)
     signal = _tissue_signals(short, aif_curves)
-    frames, _ = _render_slice(
-        p, anatomy, centre, motion, shift_mm, scale, signal, 0, rng, cavity
-    )
+    frames, _ = _render_slice(p, anatomy, centre, motion, shift_mm, scale, signal, 0, rng)
     b = p.aif_block
     n_t, n_y, n_x = frames.shape
     frames = frames[:, : n_y // b * b, : n_x // b * b]
@@ -661,14 +513,7 @@ def _aif_series_image(
     blood_peak = float(_signal_of(short, "blood", p.lv_peak_mmol))
     noise = rng.standard_normal((2, *coarse.shape)) * (blood_peak / p.aif_snr / b)
     magnitude = np.hypot(coarse + noise[0], noise[1])
-    return _stored(p, magnitude * p.intensity_peak / blood_peak)
-
-
-def _stored(p: PhantomParams, values) -> np.ndarray:
-    """Stored integers: the vendor offset added, rounded, clipped to the stored bit depth."""
-    if p.intensity_offset:
-        values = values + p.intensity_offset
-    return np.clip(np.rint(values), 0, 2**p.stored_bits - 1).astype(np.uint16)
+    return np.clip(np.rint(magnitude * p.intensity_peak / blood_peak), 0, 65535).astype(np.uint16)
 
 
 def write_phantom(
@@ -727,22 +572,6 @@ def _gamma_variate(t, alpha, time_to_peak):
     return np.where(t > 0, x**alpha * np.exp(-x) / (beta * math.gamma(alpha + 1.0)), 0.0)
 
 
-def _first_pass(p: PhantomParams, since, time_to_peak):
-    """First pass on the fine grid ``since`` the foot: a gamma variate, spread over a slow
-    injection, dispersed (poor bolus), plus a delayed second pass (double peak)."""
-    first = _gamma_variate(since, p.bolus_alpha, time_to_peak)
-    if p.second_bolus_fraction:
-        first = first + p.second_bolus_fraction * _gamma_variate(
-            since - p.second_bolus_delay_s, p.bolus_alpha, time_to_peak
-        )
-    if p.injection_duration_s:
-        box = np.ones(max(1, round(p.injection_duration_s / _CURVE_DT_S)))
-        first = fftconvolve(first, box / box.size)[: first.size]
-    if p.bolus_dispersion_s:
-        first = _dispersed(first, p.bolus_dispersion_s)
-    return np.clip(first, 0.0, None)  # no FFT round-off below zero before the foot
-
-
 def _dispersed(curve, tau_s):
     """``curve`` on the fine grid convolved with a unit-area exponential of time constant tau."""
     kernel_t = np.arange(0.0, 6.0 * tau_s, _CURVE_DT_S)
@@ -780,16 +609,12 @@ def _concentration_curves(p: PhantomParams, times: np.ndarray) -> dict[str, Any]
     first_sr = times[:, p.n_pd_frames].min()
     lv_foot = first_sr + p.baseline_s
     # The grid reaches past the first-pass peak even when the series ends before it.
-    first_pass_s = 3.0 * p.lv_time_to_peak_s
-    if p.injection_duration_s or p.bolus_dispersion_s or p.second_bolus_fraction:
-        first_pass_s += p.injection_duration_s + 3.0 * p.bolus_dispersion_s
-        first_pass_s += p.second_bolus_delay_s
-    end = max(times.max(), lv_foot + first_pass_s) + 2.0
+    end = max(times.max(), lv_foot + 3.0 * p.lv_time_to_peak_s) + 2.0
     t = np.arange(-5.0, end, _CURVE_DT_S)
 
     def bolus(foot, time_to_peak):
         since = t - foot
-        first = _first_pass(p, since, time_to_peak)
+        first = _gamma_variate(since, p.bolus_alpha, time_to_peak)
         recirc = p.recirculation_fraction * _gamma_variate(
             since - p.recirculation_delay_s, 2.5, p.recirculation_time_to_peak_s
         )
@@ -1098,54 +923,6 @@ def _slice_anatomy(p: PhantomParams, levels, rng) -> list[_SliceAnatomy]:
     return anatomies
 
 
-@dataclass
-class _CavityDetail:
-    """Scanner-like blood-pool detail of one slice, heart-fixed (canonical mm).
-
-    Trabecular fingers: their length along the endocardium follows the mean of
-    cosines of the given angular orders. Blobs: Gaussian regions (u, v, SD) in
-    the LV or RV cavity changing the blood signal by a relative amount per
-    frame, positive for inflow, negative for flow voids.
-    """
-
-    finger_orders: np.ndarray  # (n,)
-    finger_phases: np.ndarray  # (n,) rad
-    blobs: np.ndarray  # (m, 3)
-    blob_change: np.ndarray  # (m, T)
-
-
-def _cavity_detail(p: PhantomParams, anatomy: _SliceAnatomy, n_t: int, rng) -> _CavityDetail:
-    """Trabecular pattern, two inflow regions per cavity and ``flow_voids`` voids."""
-    endocardium = anatomy.lv_radius - anatomy.wall
-    rv = anatomy.rv_cavity
-    rv_angle = math.degrees(math.atan2(rv.centre[1], rv.centre[0]))
-    rv_depth = math.hypot(*rv.centre) + rv.semi_axes[0] - anatomy.lv_radius
-
-    def in_lv(spread):
-        return _polar(rng.uniform(0.0, 360.0), endocardium * spread * math.sqrt(rng.random()))
-
-    def in_rv():
-        return _polar(rv_angle + rng.uniform(-20.0, 20.0), anatomy.lv_radius + 0.5 * rv_depth)
-
-    blobs, change = [], []
-    if p.blood_inflow:
-        regions = [(in_lv(0.6), 0.45 * endocardium) for _ in range(2)]
-        regions += [(in_rv(), 0.4 * rv_depth) for _ in range(2)]
-        for centre, size in regions:
-            blobs.append((*centre, size * rng.uniform(0.7, 1.3)))
-            change.append(p.blood_inflow * rng.uniform(0.3, 1.0, n_t))
-    for _ in range(p.flow_voids):
-        centre = in_lv(0.8) if rng.random() < 0.6 else in_rv()
-        blobs.append((*centre, rng.uniform(1.5, 3.0)))
-        change.append(-rng.uniform(0.4, 0.8, n_t) * (rng.random(n_t) < 0.5))
-    return _CavityDetail(
-        finger_orders=rng.integers(12, 31, 3),
-        finger_phases=rng.uniform(0.0, 2 * math.pi, 3),
-        blobs=np.reshape(blobs, (-1, 3)),
-        blob_change=np.reshape(change, (-1, n_t)),
-    )
-
-
 def _phasor(amplitude, phase_deg):
     return complex(amplitude * np.exp(-1j * math.radians(phase_deg)))
 
@@ -1260,36 +1037,16 @@ def _tissue_signals(p: PhantomParams, curves) -> dict[str, Any]:
     }
     tables["segments"] = _signal_of(p, "myocardium", curves["segments"])
     myocardium_baseline = float(_signal_of(p, "myocardium", 0.0))
-    blood_lift = _blood_lift(p, myocardium_baseline)
-    if blood_lift:  # concentration-independent steady-state blood signal (SSFP-like)
-        for name, (tissue, _) in _LAYERS.items():
-            if tissue == "blood":
-                tables[name] = tables[name] + blood_lift
-    tables["lv_enhancement"] = tables["lv"] - float(_signal_of(p, "blood", 0.0)) - blood_lift
     pd_level = p.pd_frame_gain * myocardium_baseline / p.proton_density["myocardium"]
     for name, (tissue, _) in _LAYERS.items():
         tables[name][:, : p.n_pd_frames] = p.proton_density[tissue] * pd_level
     tables["segments"][..., : p.n_pd_frames] = p.proton_density["myocardium"] * pd_level
-    tables["lv_enhancement"][:, : p.n_pd_frames] = 0.0
-    snr = p.snr * (_EPI_SNR_FACTOR if p.sequence == "epi" else 1.0)
     return {
         "tables": {name: table.astype(np.float32) for name, table in tables.items()},
-        "noise_sd": myocardium_baseline / snr,
-        "gain": p.intensity_peak / (float(_signal_of(p, "blood", p.lv_peak_mmol)) + blood_lift),
+        "noise_sd": myocardium_baseline / p.snr,
+        "gain": p.intensity_peak / float(_signal_of(p, "blood", p.lv_peak_mmol)),
         "pd_level": pd_level,
-        "blood_lift": blood_lift,
     }
-
-
-def _blood_lift(p: PhantomParams, myocardium_baseline: float) -> float:
-    """Signal added to blood so that pre-contrast blood over myocardium is
-    ``precontrast_blood_ratio`` (SSFP: at least its default); 0 when off."""
-    ratio = p.precontrast_blood_ratio
-    if p.sequence == "ssfp" and not ratio:
-        ratio = _SSFP_BLOOD_RATIO
-    if not ratio:
-        return 0.0
-    return max(0.0, ratio * myocardium_baseline - float(_signal_of(p, "blood", 0.0)))
 
 
 # ----------------------------------------------------------------------------- rendering
@@ -1380,7 +1137,6 @@ def _shading(p: PhantomParams, anatomy: _SliceAnatomy, u, v, rng) -> np.ndarray:
 
 
 def _heart_window(centre, reach_px, shape):
-    """Slices of the pixels within ``reach_px`` of ``centre`` (row, col) along each axis."""
     low = np.maximum(np.floor(np.asarray(centre) - reach_px).astype(int), 0)
     high = np.minimum(np.ceil(np.asarray(centre) + reach_px).astype(int) + 1, shape)
     return slice(low[0], high[0]), slice(low[1], high[1])
@@ -1391,7 +1147,7 @@ def _insertion_display_deg(p: PhantomParams, anatomy: _SliceAnatomy) -> tuple[fl
     return float(_display_angle(p, anterior)), float(_display_angle(p, inferior))
 
 
-def _render_heart(p, anatomy, u, v, tables, k, cavity_detail):
+def _render_heart(p, anatomy, u, v, tables, k):
     """Heart signal, fraction outside the heart and labels on canonical coordinates (T, h, w)."""
     ps = p.pixel_spacing_mm
     rho = np.hypot(u, v)
@@ -1425,161 +1181,57 @@ def _render_heart(p, anatomy, u, v, tables, k, cavity_detail):
         + rv_wall * tables["rv_wall"][k][:, None, None]
         + fat * tables["fat"][k][:, None, None]
     )
-    blood = cavity
     for pu, pv, radius in anatomy.papillary:  # perfused like the segment they stand in
         inside = np.clip(0.5 + (radius - np.hypot(u - pu, v - pv)) / ps, 0.0, 1.0) * cavity
         anchor = aha.segment_of_angle(
             _display_angle(p, math.degrees(math.atan2(pv, pu))), septal, anatomy.level, direction
         )
         heart += inside * (tables["segments"][k][int(anchor) - 1][:, None, None] - lv_signal)
-        blood = blood - inside
-    if p.trabecular_depth_mm:  # myocardial fingers inside the endocardium, labelled blood
-        angle = np.angle(z)
-        detail = cavity_detail
-        pattern = sum(
-            np.cos(order * angle + phase)
-            for order, phase in zip(detail.finger_orders, detail.finger_phases)
-        ) / len(detail.finger_orders)
-        length = p.trabecular_depth_mm * np.clip(0.5 + pattern, 0.0, 1.0)
-        trabeculae = np.clip(0.5 + (rho - endocardium + length) / ps, 0.0, 1.0) - beyond_endo
-        trabeculae = np.minimum(trabeculae, np.clip(blood, 0.0, None))
-        heart += trabeculae * (segment_signal - lv_signal)
-        blood = blood - trabeculae
-    blood = np.clip(blood, 0.0, None)
-    if p.dark_rim_depth:  # first-pass artefact on the blood side of the endocardium
-        inner_edge = endocardium - p.dark_rim_px * ps
-        band = np.clip(0.5 + (rho - inner_edge) / ps, 0.0, 1.0) - beyond_endo
-        rim = np.minimum(band, blood)
-        heart -= rim * (p.dark_rim_depth * tables["lv_enhancement"][k][:, None, None])
-    if cavity_detail.blobs.size:  # inflow and flow voids, relative to the blood signal
-        change = np.zeros_like(u)
-        for (bu, bv, sd), relative in zip(cavity_detail.blobs, cavity_detail.blob_change):
-            spot = np.exp(((u - bu) ** 2 + (v - bv) ** 2) * np.float32(-0.5 / sd**2))
-            change += relative.astype(np.float32)[:, None, None] * spot
-        heart += change * (blood * lv_signal + rv_cavity * tables["rv"][k][:, None, None])
-    # The largest fraction wins, the first of equal ones (argmax without stacking).
-    best = outside + rv_wall + fat
-    labels = np.zeros(best.shape, dtype=np.uint8)
-    for label, fraction in enumerate((cavity, myocardium, rv_cavity), start=1):
-        larger = fraction > best
-        labels[larger] = label
-        best = np.maximum(best, fraction)
-    return heart, outside, labels
+    background = outside + rv_wall + fat
+    labels = np.argmax(np.stack([background, cavity, myocardium, rv_cavity]), axis=0)
+    return heart, outside, labels.astype(np.uint8)
 
 
-def _render_slice(p, anatomy, centre, motion, shift_mm, scale, signal, k, rng, cavity_detail):
-    """Noise-free frames (T, Y, X) of one slice with coil shading, and their labels.
-
-    With ``phase_wrap`` the body is rendered beyond both ends of the phase
-    axis and folded back onto the opposite end, as an undersampled phase
-    field of view aliases.
-    """
+def _render_slice(p, anatomy, centre, motion, shift_mm, scale, signal, k, rng):
+    """Noise-free frames (T, Y, X) of one slice with coil shading, and their labels."""
     ps = p.pixel_spacing_mm
     tables = signal["tables"]
     n_t = motion.shape[0]
-    pad = np.zeros(2, dtype=int)
-    pad[p.phase_axis] = _wrap_margin_px(p, anatomy, centre) if p.phase_wrap else 0
-    shape = tuple(int(n) for n in np.asarray(p.matrix) + 2 * pad)
-    rows, cols = np.mgrid[
-        -pad[0] : p.matrix[0] + pad[0], -pad[1] : p.matrix[1] + pad[1]
-    ].astype(np.float32)
+    rows, cols = np.mgrid[0 : p.matrix[0], 0 : p.matrix[1]].astype(np.float32)
     u0, v0 = _to_canonical(p, (cols - centre[1]) * ps, -(rows - centre[0]) * ps)
 
     fractions, cavity = _body_fractions(p, anatomy, u0, v0, ps, rng)
     names = list(fractions)
     layer_signals = np.stack([tables[name][k] for name in names], axis=1)
     layer_maps = np.stack([fractions[name].ravel() for name in names]).astype(np.float32)
-    frames = (layer_signals @ layer_maps).reshape(n_t, *shape)
+    frames = (layer_signals @ layer_maps).reshape(n_t, *p.matrix)
 
     # The liver rides on the diaphragm, further than the heart.
     liver_du, liver_dv = _to_canonical(p, *(p.liver_motion_factor * shift_mm.T))
     liver_centre = (1.0 - p.liver_rise * anatomy.depth_fraction) * np.asarray(p.liver_centre_mm)
-    liver_centre -= np.asarray(anatomy.drift_mm)
-    # Only the pixels the moving liver can reach (elsewhere its fraction is 0).
-    x, y = _to_display(p, *liver_centre)
-    liver_reach_mm = max(p.liver_semi_axes_mm) + float(np.hypot(liver_du, liver_dv).max())
-    box = _heart_window(
-        np.asarray(centre) + pad + np.array([-y, x]) / ps, liver_reach_mm / ps + 2.0, shape
-    )
-    liver = cavity[box] * _ellipse_fraction(
-        u0[box] - liver_du[:, None, None].astype(np.float32),
-        v0[box] - liver_dv[:, None, None].astype(np.float32),
-        liver_centre,
+    liver = cavity * _ellipse_fraction(
+        u0 - liver_du[:, None, None].astype(np.float32),
+        v0 - liver_dv[:, None, None].astype(np.float32),
+        liver_centre - np.asarray(anatomy.drift_mm),
         p.liver_semi_axes_mm,
         p.body_tilt_deg,
         ps,
     )
-    in_box = frames[:, box[0], box[1]]
-    in_box += liver * (tables["liver"][k][:, None, None] - in_box)
+    frames += liver * (tables["liver"][k][:, None, None] - frames)
 
     reach = _heart_extent_mm(anatomy) * scale.max() / ps + np.abs(motion).max() + 2.0
-    window = _heart_window(np.asarray(centre) + pad, reach, shape)
+    window = _heart_window(centre, reach, p.matrix)
     heart_du, heart_dv = _to_canonical(p, *shift_mm.T)
     size = scale[:, None, None].astype(np.float32)
     u = (u0[window][None] - heart_du[:, None, None].astype(np.float32)) / size
     v = (v0[window][None] - heart_dv[:, None, None].astype(np.float32)) / size
-    heart, outside, heart_labels = _render_heart(p, anatomy, u, v, tables, k, cavity_detail)
-    if p.motion_blur and n_t > 1:
-        blur_px = p.motion_blur * np.gradient(motion, axis=0)
-        heart, outside = _motion_blurred((heart, outside), blur_px)
+    heart, outside, heart_labels = _render_heart(p, anatomy, u, v, tables, k)
     frames[:, window[0], window[1]] = frames[:, window[0], window[1]] * outside + heart
-    labels = np.zeros((n_t, *shape), dtype=np.uint8)
+    labels = np.zeros((n_t, *p.matrix), dtype=np.uint8)
     labels[:, window[0], window[1]] = heart_labels
 
     frames *= _shading(p, anatomy, u0, v0, rng)
-    if pad.any():
-        core = (slice(None), *(slice(a, a + n) for a, n in zip(pad, p.matrix)))
-        return _folded(frames, int(pad.max()), 1 + p.phase_axis), labels[core]
     return frames, labels
-
-
-def _wrap_margin_px(p: PhantomParams, anatomy: _SliceAnatomy, centre) -> int:
-    """Phase lines beyond either end of the field of view that the body reaches (at most N)."""
-    # The phase axis as a canonical unit vector (rows run down the display).
-    axis_u, axis_v = _to_canonical(p, *((0.0, -1.0) if p.phase_axis == 0 else (1.0, 0.0)))
-    tilt = math.radians(p.body_tilt_deg)
-    along = axis_u * math.cos(tilt) + axis_v * math.sin(tilt)  # in the body's own axes
-    across = -axis_u * math.sin(tilt) + axis_v * math.cos(tilt)
-    a, b = p.body_semi_axes_mm
-    half_extent = math.hypot(a * along, b * across)
-    du, dv = anatomy.drift_mm
-    body_centre = (p.body_centre_mm[0] - du) * axis_u + (p.body_centre_mm[1] - dv) * axis_v
-    ps = p.pixel_spacing_mm
-    low = centre[p.phase_axis] + (body_centre - half_extent) / ps
-    high = centre[p.phase_axis] + (body_centre + half_extent) / ps
-    n = p.matrix[p.phase_axis]
-    beyond = max(-low, high - (n - 1)) + 1.0
-    return int(np.clip(math.ceil(beyond), 0, n))
-
-
-def _folded(frames, margin, axis):
-    """``frames`` with the ``margin`` lines beyond each end of ``axis`` added onto the
-    opposite end (aliasing of an undersampled field of view); margin <= core length."""
-    extended = np.moveaxis(frames, axis, 0)
-    n = extended.shape[0] - 2 * margin
-    core = extended[margin : margin + n].copy()
-    core[n - margin :] += extended[:margin]
-    core[:margin] += extended[margin + n :]
-    return np.moveaxis(core, 0, axis)
-
-
-def _motion_blurred(arrays, blur_px):
-    """Each (T, h, w) array averaged over copies moved by -1/2, 0 and +1/2 of its
-    frame's blur vector ``blur_px`` (T, 2) (row, col): motion during the readout.
-
-    Applied in the Fourier domain, where that average is the real transfer
-    function (1 + 2 cos(pi f.b)) / 3.
-    """
-    n_t, h, w = arrays[0].shape
-    f_row = sp_fft.fftfreq(h)[None, :, None]
-    f_col = sp_fft.rfftfreq(w)[None, None, :]
-    b = blur_px.astype(np.float64)
-    transfer = (1.0 + 2.0 * np.cos(np.pi * (f_row * b[:, 0, None, None] + f_col * b[:, 1, None, None])))
-    transfer = (transfer / 3.0).astype(np.float32)
-    return [
-        sp_fft.irfft2(sp_fft.rfft2(array) * transfer, s=(h, w)).astype(np.float32)
-        for array in arrays
-    ]
 
 
 def _kspace_window(n, resolution, taper):
@@ -1592,30 +1244,14 @@ def _kspace_window(n, resolution, taper):
 
 
 def _acquire(p: PhantomParams, frames, noise_sd, rng):
-    """Magnitude image: complex Gaussian noise (g-factor weighted), k-space truncation.
-
-    EPI adds an N/2 ghost along the phase axis and a phase-direction blur;
-    parallel imaging (``acceleration`` > 1) adds g-factor bands of period N/R.
-    """
-    epi = p.sequence == "epi"
+    """Magnitude image: complex Gaussian noise (g-factor weighted), k-space truncation."""
     n_rows, n_cols = p.matrix
-    n_phase = p.matrix[p.phase_axis]
-    window = _kspace_window(n_phase, p.phase_resolution, p.kspace_taper)
-    blur_px = p.readout_blur_px or (_EPI_BLUR_PX if epi else 0.0)
-    if blur_px:
-        window = window * np.exp(-2.0 * (np.pi * blur_px * sp_fft.fftfreq(n_phase)) ** 2)
+    window = _kspace_window(p.matrix[p.phase_axis], p.phase_resolution, p.kspace_taper)
     rows, cols = np.mgrid[0:n_rows, 0:n_cols]
     spread = 0.25 * min(n_rows, n_cols)
     g = 1.0 + p.g_factor * np.exp(
         -((rows - n_rows / 2) ** 2 + (cols - n_cols / 2) ** 2) / (2 * spread**2)
     )
-    if p.acceleration > 1 and p.g_factor_ripple:
-        line = rows if p.phase_axis == 0 else cols
-        bands = np.cos(np.pi * p.acceleration * (line / n_phase - 0.5)) ** 2  # peak at the centre
-        g = g * (1.0 + p.g_factor_ripple * bands)
-    ghost = p.ghost_fraction or (_EPI_GHOST if epi else 0.0)
-    if ghost:
-        frames = frames + ghost * np.roll(frames, n_phase // 2, axis=1 + p.phase_axis)
     # Scale the noise so its SD after the k-space window is noise_sd.
     sd = (noise_sd / math.sqrt(float(np.mean(window**2))) * g).astype(np.float32)
     noise = rng.standard_normal((2, *frames.shape), dtype=np.float32)
