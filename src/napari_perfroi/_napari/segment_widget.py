@@ -440,22 +440,20 @@ class SegmentWidget(QWidget):
         from .layers import labels_layer, uncertainty_layer
 
         study = Study.open(path)
-        data, kwargs, _ = uncertainty_layer(study)
+        self._replace_or_add(uncertainty_layer(study), Image, self.viewer.add_image)
+        labels = self._replace_or_add(labels_layer(study), Labels, self.viewer.add_labels)
+        labels.visible = True
+        self.viewer.layers.selection.active = labels
+
+    def _replace_or_add(self, layer_data, layer_type, add):
+        """The layer named in ``layer_data`` with its data replaced, or a new one."""
+        data, kwargs, _ = layer_data
         layer = next((layer for layer in self.viewer.layers if layer.name == kwargs["name"]), None)
-        if isinstance(layer, Image):
-            layer.data = data
-            layer.metadata.update(kwargs["metadata"])
-        else:
-            self.viewer.add_image(data, **kwargs)
-        data, kwargs, _ = labels_layer(study)
-        layer = next((layer for layer in self.viewer.layers if layer.name == LABELS_LAYER), None)
-        if isinstance(layer, Labels):
-            layer.data = data
-            layer.metadata.update(kwargs["metadata"])
-            layer.visible = True
-        else:
-            layer = self.viewer.add_labels(data, **kwargs)
-        self.viewer.layers.selection.active = layer
+        if not isinstance(layer, layer_type):
+            return add(data, **kwargs)
+        layer.data = data
+        layer.metadata.update(kwargs["metadata"])
+        return layer
 
     def showEvent(self, event) -> None:  # noqa: N802 - Qt override
         """Recount the accepted series (the ROI review changes them); find the device in the
