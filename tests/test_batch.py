@@ -149,7 +149,7 @@ def test_batch_bad_arguments_are_one_line_exit_2(tmp_path, capsys, case):
         "zero_workers": [str(source), "--out", str(out), "--workers", "0"],
         "out_inside_source": [str(source), "--out", str(source / "results")],
         "source_in_outputs": [str(out / "studies" / "x.zarr"), "--out", str(out)],
-        "missing_model": [str(source), "--out", str(out), "--model", str(tmp_path / "m.safetensors")],
+        "missing_model": [str(source), "--out", str(out), "--weights", str(tmp_path / "m.safetensors")],
     }[case]
     if case == "source_in_outputs":
         (out / "studies" / "x.zarr").mkdir(parents=True)

@@ -107,3 +107,18 @@ def test_analyze_unknown_step_is_one_line(tmp_path):
     assert result.stderr.strip().splitlines() == [
         "perfroi analyze: error: unknown step warp; available: motion, segment, roi, flow, aha"
     ]
+
+
+def test_analyze_with_the_two_compartment_model(tmp_path):
+    dest = tmp_path / "p.zarr"
+    assert main(["phantom", str(dest), "--seed", "4", "--set", "n_dynamics=24"]) == 0
+    study = Study.open(dest, writable=True)
+    study.write("labels", study.read("truth/labels"))
+    study.write("motion", study.read("truth/motion"))
+    assert main(["analyze", str(dest), "--steps", "flow,aha", "--model", "2cxm"]) == 0
+    study = Study.open(dest)
+    assert study.attrs["report"]["flow_model"] == "2cxm"
+    assert all(study.has(name) for name in ("ps", "vp", "ve"))
+    result = run_perfroi("analyze", dest, "--steps", "flow", "--model", "tofts")
+    assert result.returncode == 2
+    assert "argument --model: invalid choice: 'tofts'" in result.stderr

@@ -70,7 +70,7 @@ def test_segmenting_with_a_finetuned_model_records_it(stores, tmp_path, capsys):
     write_phantom(target, seed=33, n_dynamics=20)
     study = Study.open(target, writable=True)
     study.write("motion", study.read("truth/motion"))
-    assert main(["analyze", str(target), "--steps", "segment", "--model", str(out),
+    assert main(["analyze", str(target), "--steps", "segment", "--weights", str(out),
                  "--device", "cpu"]) == 0
     recorded = Study.open(target).attrs["steps"]["segment"]["parameters"]
     assert recorded["model_sha256"] == file_sha256(out)
@@ -83,7 +83,7 @@ def test_batch_segments_with_the_chosen_model(stores, tmp_path):
     source = write_phantom(tmp_path / "in.zarr", seed=35, n_dynamics=20).path
     out = tmp_path / "batch"
     assert main(["batch", str(source), "--out", str(out), "--workers", "1",
-                 "--model", str(model)]) == 0
+                 "--weights", str(model)]) == 0
     recorded = Study.open(out / "studies" / "in.zarr").attrs["steps"]["segment"]["parameters"]
     assert recorded["model_path"] == str(model.resolve())
     assert recorded["model_sha256"] == file_sha256(model)

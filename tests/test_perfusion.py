@@ -195,12 +195,12 @@ def test_mismatched_lengths(clean_case):
 
 def test_jacobian_matches_finite_differences():
     """The batched fit's analytic Jacobian (float32 parts) against central differences."""
-    from napari_perfroi.perfusion import _jacobian, _prepare, _unit_model
+    from napari_perfroi.perfusion import _jacobian, _unit_model, prepare_problem
 
     rng = np.random.default_rng(1)
     times = np.cumsum(np.r_[0.0, rng.uniform(0.5, 0.7, 69)])
-    pb = _prepare(np.ones((1, times.size)), blood_aif(times), times, HCT, False, "blood", 0.25,
-                  (0.05, 10.0), (0.0, 4.0))
+    pb = prepare_problem(np.ones((1, times.size)), blood_aif(times), times, HCT, False, "blood", 0.25,
+                         (0.05, 10.0), (0.0, 4.0))
     n = 40
     # Delays inside grid cells: the cell-averaged step has kinks at the cell edges.
     td = (rng.integers(1, 16, n) + rng.uniform(0.1, 0.9, n) - 0.5) * pb.dt

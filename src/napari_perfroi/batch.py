@@ -32,7 +32,7 @@ from .errors import InputError
 STATUS_DONE, STATUS_SKIPPED, STATUS_FAILED = "done", "skipped", "failed"
 SEGMENT_COLUMNS = tuple(f"segment_{n}" for n in range(1, 17))
 SUMMARY_COLUMNS = (
-    "study", "source", "status", "global_mbf", *SEGMENT_COLUMNS,
+    "study", "source", "status", "flow_model", "global_mbf", *SEGMENT_COLUMNS,
     "lowest_territory", "aif_source", "qa", "seconds", "error",
 )
 # Median relative residual of the pixel-wise fits above which a study is flagged.
@@ -58,6 +58,7 @@ class StudyRecord:
     study: str
     source: str
     status: str
+    flow_model: str | None = None
     global_mbf: float | None = None
     segment_mbf: list[float | None] = field(default_factory=lambda: [None] * 16)
     lowest_territory: str | None = None
@@ -141,9 +142,9 @@ def default_workers() -> int:
 
 # ---------------------------------------------------------------- the task
 def process_study(job: BatchJob, out_dir: str, force: bool = False,
-                  model: Path | None = None) -> StudyRecord:
-    """Import, analyse (segmenting with ``model``, default the shipped one) and report one
-    study; never raises for a bad study.
+                  weights: Path | None = None, flow_model: str = "fermi") -> StudyRecord:
+    """Import, analyse (segmenting with ``weights``, default the shipped model, and fitting
+    flow with ``flow_model``) and report one study; never raises for a bad study.
 
     Skips a study whose report and analysed store already exist unless
     ``force``. On failure the study's outputs are removed and the record says why.
@@ -156,7 +157,7 @@ def process_study(job: BatchJob, out_dir: str, force: bool = False,
             record.status = STATUS_SKIPPED
             _fill_record(record, store, [])
         else:
-            import_warnings = _analyse(job.source, store, report_dir, model)
+            import_warnings = _analyse(job.source, store, report_dir, weights, flow_model)
             _fill_record(record, store, import_warnings)
     except Exception as exc:  # noqa: BLE001 - one bad study must not stop the batch
         record = failed_record(job, Path(out_dir), exc)
@@ -194,7 +195,8 @@ def _is_complete(store: Path, report_dir: Path) -> bool:
     return study.has("aha") and "aha" in study.attrs["steps"]
 
 
-def _analyse(source: Path, store: Path, report_dir: Path, model: Path | None) -> list[str]:
+def _analyse(source: Path, store: Path, report_dir: Path, weights: Path | None,
+             flow_model: str) -> list[str]:
     """Import or copy ``source`` to ``store``, run every step, write the report.
 
     Returns the importer's warnings (e.g. skipped files).
@@ -215,7 +217,7 @@ def _analyse(source: Path, store: Path, report_dir: Path, model: Path | None) ->
     # to the cluster and free this worker's slot, running several studies at once on it.
     with dask.config.set(scheduler="synchronous"):
         for step in with_prerequisites(study, list(STEPS)):
-            run_step(study, step, **({"model": model} if step == "segment" else {}))
+            run_step(study, step, model=weights, flow_model=flow_model)
         write_report(study, report_dir)
     return import_warnings
 
@@ -255,6 +257,7 @@ def _fill_record(record: StudyRecord, store: Path, import_warnings: list[str]) -
 
     study = Study.open(store)
     report = flow_report(study)
+    record.flow_model = report.get("flow_model", "fermi")
     record.global_mbf = report["global_mbf"]
     record.segment_mbf = list(report["segment_mbf"])
     record.lowest_territory = report.get("lowest_territory")
@@ -312,7 +315,8 @@ def run_batch(
     client: Any,
     *,
     force: bool = False,
-    model: Path | None = None,
+    weights: Path | None = None,
+    flow_model: str = "fermi",
     log: Callable[[str], None] = print,
 ) -> list[StudyRecord]:
     """Process every job on ``client``'s workers with a progress bar; write ``summary.csv``.
@@ -326,7 +330,7 @@ def run_batch(
     out_dir.mkdir(parents=True, exist_ok=True)
     log(f"dashboard: {client.dashboard_link}")
     futures = {
-        client.submit(process_study, job, str(out_dir), force, model, pure=False): job
+        client.submit(process_study, job, str(out_dir), force, weights, flow_model, pure=False): job
         for job in jobs
     }
     records: dict[str, StudyRecord] = {}

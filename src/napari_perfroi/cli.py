@@ -55,7 +55,8 @@ def _cmd_analyze(args: argparse.Namespace) -> None:
         from .segment.model import pick_device
 
         pick_device(args.device)
-    run_steps(study, steps, model=args.model, device=args.device, margin_mm=args.margin_mm,
+    run_steps(study, steps, model=args.weights, device=args.device, margin_mm=args.margin_mm,
+              flow_model=args.model,
               hematocrit=args.hematocrit, t1_blood_s=args.t1_blood, t1_myocardium_s=args.t1_myocardium)
     print(f"{study.path}: ran {', '.join(steps)}")
 
@@ -94,7 +95,7 @@ def _finetune(args: argparse.Namespace) -> None:
         seed=args.seed,
     )
     with TqdmProgress("fine-tune", unit="step") as progress:
-        path, metadata = finetune(args.finetune, args.out, args.model, config, progress=progress,
+        path, metadata = finetune(args.finetune, args.out, args.weights, config, progress=progress,
                                   log=lambda line: print(line, flush=True))
     dice = ", ".join(f"{k} {v:.3f}" for k, v in metadata["validation_dice"].items())
     print(f"wrote {path} (sha256 {metadata['sha256']}); held-out Dice: {dice}")
@@ -140,16 +141,24 @@ def _cmd_batch(args: argparse.Namespace) -> None:
     from .batch import count_line, expand_sources, open_client, plan_jobs, run_batch
 
     out_dir = Path(args.out)
-    model = None
-    if args.model is not None:
-        model = Path(args.model).expanduser().resolve()  # the workers may run elsewhere
-        if not model.is_file():
-            raise InputError(f"{args.model}: model weights not found")
+    weights = None
+    if args.weights is not None:
+        weights = Path(args.weights).expanduser().resolve()  # the workers may run elsewhere
+        if not weights.is_file():
+            raise InputError(f"{args.weights}: model weights not found")
     jobs = plan_jobs(expand_sources(args.src), out_dir)
     with open_client(workers=args.workers, scheduler=args.scheduler) as client:
-        records = run_batch(jobs, out_dir, client, force=args.force, model=model)
+        records = run_batch(jobs, out_dir, client, force=args.force, weights=weights,
+                            flow_model=args.model)
     print(f"wrote {out_dir / 'summary.csv'}")
     print(count_line(records))
+
+
+def _add_flow_model(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("--model", choices=("fermi", "2cxm"), default="fermi",
+                     help="flow: tissue model, Fermi-constrained deconvolution or the "
+                          "two-compartment exchange model with PS, vp and ve maps "
+                          "(default fermi)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -190,8 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     cmd.add_argument("--margin-mm", type=float, default=None,
                      help=f"roi: margin added to the LV circle's radius "
                           f"(default {DEFAULT_MARGIN_MM:g} mm)")
-    cmd.add_argument("--model", default=None,
+    cmd.add_argument("--weights", default=None,
                      help="segmentation weights (.safetensors; default: the shipped model)")
+    _add_flow_model(cmd)
     cmd.add_argument("--device", default="auto",
                      help="torch device for segmentation: auto (cuda > mps > cpu), cpu, cuda, mps")
     cmd.add_argument("--hematocrit", type=float, default=None,
@@ -244,15 +254,16 @@ def build_parser() -> argparse.ArgumentParser:
                             "see the same files)")
     cmd.add_argument("--force", action="store_true",
                      help="recompute studies that already have a report")
-    cmd.add_argument("--model", default=None,
+    cmd.add_argument("--weights", default=None,
                      help="segmentation weights (.safetensors, e.g. a fine-tuned model; "
                           "default: the shipped model)")
+    _add_flow_model(cmd)
     cmd.set_defaults(run=_cmd_batch)
 
     cmd = commands.add_parser(
         "train", help="train the segmentation model on phantoms, or fine-tune it on accepted series",
         description="Without --finetune: train from scratch on generated phantoms into --out DIR. "
-        "With --finetune STORE...: start from the shipped model (or --model) and fine-tune it on "
+        "With --finetune STORE...: start from the shipped model (or --weights) and fine-tune it on "
         "the accepted series of the stores (slices whose circles are accepted on every frame), "
         "holding some out for early stopping; the result is a user model at --out FILE.",
     )
@@ -262,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "napari-perfroi/models data folder; never the shipped model)")
     cmd.add_argument("--finetune", nargs="+", default=None, metavar="STORE",
                      help="fine-tune on the accepted series of these study stores")
-    cmd.add_argument("--model", default=None,
+    cmd.add_argument("--weights", default=None,
                      help="fine-tuning: the weights to start from (default: the shipped model)")
     defaults = TrainingConfig()
     cmd.add_argument("--train-studies", type=int, default=defaults.train_studies,

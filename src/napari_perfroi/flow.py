@@ -28,7 +28,10 @@ from scipy import ndimage
 
 from .errors import InputError
 from .motion import proton_density_frames
-from .perfusion import MODEL_NAME, fermi_flow
+from .perfusion import MODEL_NAME as FERMI_NAME
+from .perfusion import fermi_flow
+from .two_compartment import MODEL_NAME as TWO_COMPARTMENT_NAME
+from .two_compartment import two_compartment_flow
 from .segment.postprocess import largest_component
 from .study import LV_BLOOD, MYOCARDIUM, SLICE_LEVELS
 
@@ -39,6 +42,9 @@ AIF_CORE_MM = 3.0  # AIF pixels lie at least this far inside the LV blood pool
 AIF_BRIGHTEST_FRACTION = 0.5  # of the core, by peak enhancement (drops papillary muscles)
 FOOT_FRACTION = 0.05  # the AIF foot: last frame below this fraction of the peak rise
 MIN_BASELINE_FRAMES = 2
+# The tissue models a run can choose: option value -> the name reports give it.
+FLOW_MODELS = {"fermi": FERMI_NAME, "2cxm": TWO_COMPARTMENT_NAME}
+TWO_COMPARTMENT_MAPS = ("ps", "vp", "ve")  # store arrays of a 2CXM run besides mbf
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,7 @@ class FlowSettings:
     t1_myocardium_s: float = T1_MYOCARDIUM_S
     relaxivity_per_mm_s: float = RELAXIVITY_PER_MM_S
     flow: str = "blood"
+    model: str = "fermi"  # a key of FLOW_MODELS
 
 
 @dataclass
@@ -337,15 +344,22 @@ def tissue_curves(series: SliceSeries, rows, cols, motion_k: np.ndarray, aif: Ai
 
 
 def fit_curves(curves, times, aif_here, settings: FlowSettings):
-    """The Fermi fit (FlowFit) of tissue curves from :func:`tissue_curves`."""
+    """The fit (FlowFit) of tissue curves from :func:`tissue_curves` with the settings' model."""
+    if settings.model == "2cxm":
+        return two_compartment_flow(curves, aif_here, times, hematocrit=settings.hematocrit,
+                                    flow=settings.flow)
     return fermi_flow(curves, aif_here, times, hematocrit=settings.hematocrit, flow=settings.flow)
 
 
 # ----------------------------------------------------------------------------- the step
 def settings_of(study, **options) -> FlowSettings:
     hematocrit = options.get("hematocrit")
+    model = options.get("flow_model") or "fermi"
+    if model not in FLOW_MODELS:
+        raise InputError(f"unknown flow model {model!r}; available: {', '.join(FLOW_MODELS)}")
     return FlowSettings(
         hematocrit=float(study.attrs["hematocrit"] if hematocrit is None else hematocrit),
+        model=model,
         **{key: float(options[key]) for key in ("t1_blood_s", "t1_myocardium_s") if options.get(key)},
     )
 
@@ -365,8 +379,10 @@ def reference_labels(study) -> np.ndarray:
 
 
 def compute_flow(study, progress: Callable[[int, int], None] | None = None, **options) -> str:
-    """The flow step: write ``mbf``, ``mbf_fit_error``, ``aif_mask`` and the AIF part of
-    the ``report`` attribute. Options: ``hematocrit``, ``t1_blood_s``, ``t1_myocardium_s``."""
+    """The flow step: write ``mbf``, ``mbf_fit_error`` (and ``ps``, ``vp``, ``ve`` with the
+    two-compartment model), ``aif_mask`` and the AIF part of the ``report`` attribute.
+    Options: ``flow_model`` ("fermi" or "2cxm"), ``hematocrit``, ``t1_blood_s``,
+    ``t1_myocardium_s``."""
     from . import __version__
 
     settings = settings_of(study, **options)
@@ -388,6 +404,8 @@ def compute_flow(study, progress: Callable[[int, int], None] | None = None, **op
     n_s, _, n_y, n_x = study.shape
     mbf = np.full((n_s, n_y, n_x), np.nan, dtype=np.float32)
     fit_error = np.full_like(mbf, np.nan)
+    extra = ({name: np.full_like(mbf, np.nan) for name in TWO_COMPARTMENT_MAPS}
+             if settings.model == "2cxm" else {})
     for k in range(n_s):
         rows, cols = np.nonzero(labels[k] == MYOCARDIUM)
         if rows.size:
@@ -395,12 +413,19 @@ def compute_flow(study, progress: Callable[[int, int], None] | None = None, **op
                                             motion[k], aif, settings), settings)
             mbf[k, rows, cols] = fit.mbf
             fit_error[k, rows, cols] = fit.fit_error
+            for name, values in extra.items():
+                values[k, rows, cols] = getattr(fit, name)
         if progress is not None:
             progress(k + 1, n_s)
     aif_mask = np.zeros((n_s, n_y, n_x), dtype=np.uint8)
     aif_mask[aif.slice] = aif.mask
     study.write("mbf", mbf)
     study.write("mbf_fit_error", fit_error)
+    for name in TWO_COMPARTMENT_MAPS:  # a Fermi run leaves no maps of an earlier 2CXM run
+        if name in extra:
+            study.write(name, extra[name])
+        else:
+            study.remove(name)
     if aif.source != "manual":
         study.write("aif_mask", aif_mask)
         study.update_attrs(aif_roi="auto")
@@ -408,7 +433,8 @@ def compute_flow(study, progress: Callable[[int, int], None] | None = None, **op
     valid = np.isfinite(plasma)
     # A new report: the aha step's part belonged to the previous map.
     report = dict(
-        model=MODEL_NAME,
+        model=FLOW_MODELS[settings.model],
+        flow_model=settings.model,
         flow=settings.flow,
         hematocrit=settings.hematocrit,
         units="mL/min/g",
@@ -425,7 +451,7 @@ def compute_flow(study, progress: Callable[[int, int], None] | None = None, **op
     study.record_step("flow", asdict(settings) | {"aif_source": aif.source}, __version__)
     pixels = int(np.isfinite(mbf).sum())
     return (f"MBF map of {pixels} myocardium pixels, median {np.nanmedian(mbf):.2f} mL/min/g "
-            f"({settings.flow} flow, hematocrit {settings.hematocrit:.2f}); AIF: {aif.source}, "
+            f"({settings.model}, {settings.flow} flow, hematocrit {settings.hematocrit:.2f}); AIF: {aif.source}, "
             f"slice {aif.slice + 1}, plasma peak {report['aif_peak_mmol']:.1f} mmol/L")
 
 
@@ -444,7 +470,8 @@ def _conversion_text(study, aif: Aif, settings: FlowSettings, blood_t1_source: s
 
 def segment_fits(study, images, motion: np.ndarray, aha_map: np.ndarray, labels: np.ndarray,
                  aif: Aif, settings: FlowSettings) -> list[dict | None]:
-    """Per AHA segment 1-16: the Fermi fit of the segment's median curve (None if not imaged).
+    """Per AHA segment 1-16: the fit of the segment's median curve (None if not imaged), with
+    PS, vp and ve for the two-compartment model.
 
     The segment's curve is the per-frame median over its myocardium pixels that
     do not touch the blood pools or the outside (one pixel in), or over all of
@@ -475,6 +502,8 @@ def segment_fits(study, images, motion: np.ndarray, aha_map: np.ndarray, labels:
                 "fitted": [round(float(v), 5) for v in fit.fitted[i]],
                 "fit_error": float(fit.fit_error[i]),
             }
+            for name in TWO_COMPARTMENT_MAPS if settings.model == "2cxm" else ():
+                results[n - 1][name] = round(float(getattr(fit, name)[i]), 4)
     return results
 
 
@@ -544,7 +573,8 @@ def compute_segments(study, progress: Callable[[int, int], None] | None = None, 
         segment_mbf=segment_mbf,
         segment_stats=segment_statistics(study.read("mbf"), geometry.aha),
         segment_curves=[None if f is None else {k: f[k] for k in
-                        ("slice", "times_s", "tissue", "fitted", "fit_error")} for f in fits],
+                        ("slice", "times_s", "tissue", "fitted", "fit_error",
+                         *TWO_COMPARTMENT_MAPS) if k in f} for f in fits],
         global_mbf=round(float(np.mean(imaged)), 4) if imaged else None,
         rv_insertion_deg=[[round(float(a), 2) for a in pair] for pair in geometry.rv_insertion_deg],
         territory_mbf=territory_means(by_segment),

@@ -138,6 +138,7 @@ REQUIRED_REPORT_KEYS = (
     "segment_mbf", "segment_stats", "segment_curves", "global_mbf",
 )
 SEGMENT_COLUMNS = ("segment", "name", "level", "territory", "mbf", "mean", "median", "sd", "pixels")
+TWO_COMPARTMENT_COLUMNS = ("ps", "vp", "ve")  # segments.csv of a two-compartment run
 _SIX_WALLS = ("anterior", "anteroseptal", "inferoseptal", "inferior", "inferolateral",
               "anterolateral")
 _WALLS = {
@@ -317,12 +318,16 @@ def flow_report(study: Study) -> dict[str, Any]:
 def segment_table(report: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per AHA segment 1-16 (:data:`SEGMENT_COLUMNS`); None where not imaged.
 
-    ``mbf`` is the flow fitted to the segment's mean curve; ``mean``,
-    ``median``, ``sd`` and ``pixels`` describe the pixel-wise map.
+    ``mbf`` is the flow fitted to the segment's median curve; ``mean``,
+    ``median``, ``sd`` and ``pixels`` describe the pixel-wise map. A two-compartment
+    run adds the segment fit's ``ps``, ``vp`` and ``ve``.
     """
     rows = []
-    for segment, mbf, stats in zip(range(1, 17), report["segment_mbf"], report["segment_stats"]):
+    two_compartment = report.get("flow_model") == "2cxm"
+    for segment, mbf, stats, curves in zip(range(1, 17), report["segment_mbf"],
+                                           report["segment_stats"], report["segment_curves"]):
         stats = stats or {}
+        fitted = {key: (curves or {}).get(key) for key in TWO_COMPARTMENT_COLUMNS}
         rows.append({
             "segment": segment,
             "name": SEGMENT_NAMES[segment],
@@ -331,6 +336,7 @@ def segment_table(report: dict[str, Any]) -> list[dict[str, Any]]:
             "mbf": mbf,
             **{key: stats.get(key) for key in ("mean", "median", "sd")},
             "pixels": int(stats.get("pixels") or 0),
+            **(fitted if two_compartment else {}),
         })
     return rows
 
@@ -422,7 +428,7 @@ def _save_figure(fig: Figure, path: Path) -> None:
 
 def _segments_csv(rows: list[dict[str, Any]]) -> str:
     text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=SEGMENT_COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]), lineterminator="\n")
     writer.writeheader()
     for row in rows:
         writer.writerow({key: _cell(value) for key, value in row.items()})

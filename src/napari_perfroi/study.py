@@ -50,6 +50,9 @@ DERIVED_ARRAYS = {
     "motion": ("float32", "ST2"),
     "mbf": ("float32", "SYX"),
     "mbf_fit_error": ("float32", "SYX"),
+    "ps": ("float32", "SYX"),  # two-compartment maps
+    "vp": ("float32", "SYX"),
+    "ve": ("float32", "SYX"),
     "aif_mask": ("uint8", "SYX"),
     "aha": ("uint8", "SYX"),
 }
@@ -313,6 +316,18 @@ class Study:
             replace_dir(staging, target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+
+    def remove(self, name: str) -> None:
+        """Remove derived array ``name`` if present (readers see it whole or not at all)."""
+        self._require_writable()
+        if name in RAW_ARRAYS:
+            raise StoreError(f"{self.path}: the raw '{name}' is never modified")
+        target = self.path / name
+        if not target.exists():
+            return
+        retired = target.with_name(f"{_RETIRED_PREFIX}{target.name}-{uuid.uuid4().hex[:8]}")
+        os.rename(target, retired)
+        shutil.rmtree(retired, ignore_errors=True)
 
     def _check_derived(self, name: str, data) -> None:
         """Check a derived array's shape and dtype (``data``: an array or its metadata)."""

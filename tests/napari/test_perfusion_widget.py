@@ -146,6 +146,27 @@ def test_compute_writes_the_maps_and_shows_them(make_napari_viewer, qtbot, analy
     assert widget.compute_button.isEnabled() and not widget.cancel_button.isEnabled()
 
 
+def test_model_list_runs_the_two_compartment_fit(make_napari_viewer, qtbot, computed_store):
+    viewer, widget = _open(make_napari_viewer, computed_store)
+    assert widget.flow_model.currentData() == "fermi"  # the model of the results on show
+    widget.flow_model.setCurrentIndex(widget.flow_model.findData("2cxm"))
+    _compute(qtbot, widget)
+    study = Study.open(computed_store)
+    assert study.attrs["report"]["flow_model"] == "2cxm"
+    for array, (name, _) in L.PARAMETER_MAP_LAYERS.items():
+        layer = viewer.layers[name]
+        assert isinstance(layer, Image) and not layer.visible  # there when asked for
+        np.testing.assert_array_equal(layer.data[:, 0], study.read(array))
+    assert "2CXM" in widget.summary.text()
+    names = [layer.name for layer in viewer.layers]
+    assert names.index("PS") < names.index(L.MBF_LAYER) < names.index(L.AIF_ROI_LAYER)
+
+    widget.flow_model.setCurrentIndex(widget.flow_model.findData("fermi"))
+    _compute(qtbot, widget)
+    assert not any(name in viewer.layers for name, _ in L.PARAMETER_MAP_LAYERS.values())
+    assert "Fermi" in widget.summary.text()
+
+
 def test_reopened_store_shows_its_report_without_computing(make_napari_viewer, computed_store):
     flow_time = Study.open(computed_store).attrs["steps"]["flow"]["time"]
     viewer, widget = _open(make_napari_viewer, computed_store)

@@ -8,6 +8,7 @@ can find the store it belongs to.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -24,6 +25,9 @@ TRUTH_LABELS_LAYER = "truth labels"
 UNCERTAINTY_LAYER = "label uncertainty"
 LABELS_LAYER = "labels"
 ROI_LAYER = "LV ROI"
+# Two-compartment maps besides MBF: store array -> (layer name, contrast limits).
+PARAMETER_MAP_LAYERS = {"ps": ("PS", (0.0, 4.0)), "vp": ("vp", (0.0, 0.15)),
+                        "ve": ("ve", (0.0, 0.5))}
 
 STORE_KEY = "perfroi_store"
 DICOM_KEY = "perfroi_dicom"
@@ -168,6 +172,15 @@ def mbf_layer(study: Study, scale=None) -> LayerData:
     return _over_time(study, "mbf"), kwargs, "image"
 
 
+def parameter_map_layer(study: Study, scale=None, *, array: str) -> LayerData:
+    """A two-compartment map (``ps``, ``vp`` or ``ve``), hidden until asked for."""
+    name, limits = PARAMETER_MAP_LAYERS[array]
+    kwargs = _common(study, name, scale)
+    kwargs.update(colormap="viridis", contrast_limits=limits, opacity=0.7, visible=False,
+                  multiscale=False)
+    return _over_time(study, array), kwargs, "image"
+
+
 def uncertainty_layer(study: Study, scale=None) -> LayerData:
     """The segment step's per-pixel uncertainty (hidden until asked for)."""
     kwargs = _common(study, UNCERTAINTY_LAYER, scale)
@@ -228,6 +241,7 @@ def roi_layer(study: Study, scale=None) -> LayerData:
 
 # Bottom to top: the raw image first, the ROI outlines last.
 _OPTIONAL_LAYERS = (
+    *((array, partial(parameter_map_layer, array=array)) for array in PARAMETER_MAP_LAYERS),
     ("mbf", mbf_layer),
     ("aha", aha_layer),
     ("label_uncertainty", uncertainty_layer),

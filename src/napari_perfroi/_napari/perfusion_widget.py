@@ -33,6 +33,7 @@ from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
 from qtpy.QtCore import Qt, QTimer, Signal
 from qtpy.QtWidgets import (
+    QComboBox,
     QDoubleSpinBox,
     QHBoxLayout,
     QLabel,
@@ -63,6 +64,7 @@ from .layers import (
     IMAGE_LAYER,
     MBF_LAYER,
     MBF_RANGE_ML_MIN_G,
+    PARAMETER_MAP_LAYERS,
     STORE_KEY,
     aha_boundaries_layer,
     aha_layer,
@@ -72,6 +74,7 @@ from .layers import (
     frame_at,
     go_to_frame,
     mbf_layer,
+    parameter_map_layer,
     study_scale,
 )
 from .segment_widget import find_store
@@ -82,7 +85,10 @@ if TYPE_CHECKING:
 
 MBF_COLORMAP = "turbo"  # the "MBF" layer's colormap (layers.mbf_layer): bullseye and map agree
 # Layers in reference-frame geometry, shifted with the motion of the frame on screen.
-OVERLAYS = (MBF_LAYER, AHA_LAYER, AHA_BOUNDARIES_LAYER, AHA_NUMBERS_LAYER, AIF_ROI_LAYER)
+OVERLAYS = (*(name for name, _ in PARAMETER_MAP_LAYERS.values()), MBF_LAYER, AHA_LAYER,
+            AHA_BOUNDARIES_LAYER, AHA_NUMBERS_LAYER, AIF_ROI_LAYER)
+# The Perfusion dock's model list: flow step option -> label.
+FLOW_MODEL_CHOICES = {"fermi": "Fermi", "2cxm": "2CXM (two-compartment)"}
 AIF_SOURCES = {"manual": "manual ROI", "auto": "automatic, LV blood pool",
                "aif series": "separate AIF series"}
 # Properties of a points or shapes layer set again after its data is replaced.
@@ -93,7 +99,7 @@ PROGRESS_UNITS = {"flow": "slices", "aha": "steps"}
 
 def run_perfusion(
     path: Path, hematocrit: float, cancel: threading.Event,
-    on_progress: Callable[[str, int, int], None],
+    on_progress: Callable[[str, int, int], None], flow_model: str = "fermi",
 ) -> dict[str, str]:
     """Run the flow and aha steps on the store; {step: summary}.
 
@@ -115,7 +121,8 @@ def run_perfusion(
         on_progress("aha", done, total)
 
     flow_progress(0, study.shape[0])
-    summaries = {"flow": run_step(study, "flow", flow_progress, hematocrit=hematocrit)}
+    summaries = {"flow": run_step(study, "flow", flow_progress, hematocrit=hematocrit,
+                                  flow_model=flow_model)}
     aha_progress(0, 1)
     summaries["aha"] = run_step(study, "aha", aha_progress)
     return summaries
@@ -163,6 +170,12 @@ class PerfusionWidget(QWidget):
         self.hematocrit.setSingleStep(HEMATOCRIT_STEP)
         self.hematocrit.setDecimals(2)
         self.hematocrit.setToolTip("Blood hematocrit: converts the AIF from blood to plasma")
+        self.flow_model = QComboBox()
+        for key, label in FLOW_MODEL_CHOICES.items():
+            self.flow_model.addItem(label, key)
+        self.flow_model.setToolTip(
+            "Tissue model of the flow fit: Fermi-constrained deconvolution, or the "
+            "two-compartment exchange model (also PS, vp and ve maps, hidden layers)")
         self.compute_button = QPushButton("Compute")
         self.compute_button.setToolTip("Fit the MBF map, then the AHA segments and the report")
         self.cancel_button = QPushButton("Cancel")
@@ -189,6 +202,8 @@ class PerfusionWidget(QWidget):
         hematocrit_row = QHBoxLayout()
         hematocrit_row.addWidget(QLabel("hematocrit"))
         hematocrit_row.addWidget(self.hematocrit)
+        hematocrit_row.addWidget(QLabel("model"))
+        hematocrit_row.addWidget(self.flow_model)
         buttons = QHBoxLayout()
         buttons.addWidget(self.compute_button)
         buttons.addWidget(self.cancel_button)
@@ -232,8 +247,8 @@ class PerfusionWidget(QWidget):
         self._run_store = self._store  # the layer may go while the run goes on
         self.worker = step_worker(
             run_perfusion, self._run_store, self._chosen_hematocrit(), self._cancel,
-            self._progressed.emit, on_done=self._on_done, on_error=self._on_error,
-            on_finished=self._on_finished,
+            self._progressed.emit, self.flow_model.currentData(), on_done=self._on_done,
+            on_error=self._on_error, on_finished=self._on_finished,
         )
         self._set_running(True)
         self.status.setText("starting…")
@@ -330,6 +345,11 @@ class PerfusionWidget(QWidget):
         from napari.layers import Image, Labels, Points, Shapes
 
         scale = study_scale(study)
+        for array, (name, _) in PARAMETER_MAP_LAYERS.items():
+            if study.has(array):
+                self._put_layer(Image, *parameter_map_layer(study, scale, array=array))
+            elif self._layer(name) is not None:  # left by an earlier two-compartment run
+                self.viewer.layers.remove(self._layer(name))
         if study.has("mbf"):
             mbf = self._put_layer(Image, *mbf_layer(study, scale))
             mbf.colorbar.visible = True
@@ -410,6 +430,9 @@ class PerfusionWidget(QWidget):
         if territories:
             lines.append(" · ".join(f"{TERRITORY_NAMES[name]} {_number(value)}"
                                     for name, value in territories.items()))
+        shown_model = self.flow_model.findData(report.get("flow_model", "fermi"))
+        if shown_model >= 0:  # the list shows the model of the results on show
+            self.flow_model.setCurrentIndex(shown_model)
         lines.append(html.escape(f"{report['model']} · {report['flow']} flow · "
                                  f"hematocrit {report['hematocrit']:.2f}"))
         flags = report.get("qa") or []
@@ -556,6 +579,7 @@ class PerfusionWidget(QWidget):
         self.cancel_button.setEnabled(running and not self._cancel.is_set())
         self.compute_button.setEnabled(not running and self._store is not None)
         self.hematocrit.setEnabled(not running)
+        self.flow_model.setEnabled(not running)
         if self._aif_layer is not None:
             self._aif_layer.editable = not running
         if running:
