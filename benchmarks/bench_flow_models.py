@@ -1,4 +1,5 @@
-"""Flow accuracy of Fermi deconvolution and TSVD on 2CXM tissue curves, and fit speed.
+"""Flow accuracy of the 2CXM fit, Fermi deconvolution and TSVD on 2CXM tissue curves,
+and fit speed.
 
 Usage: python benchmarks/bench_flow_models.py [--draws 200] [--seed 0] [--quick]
 
@@ -17,8 +18,10 @@ Per draw: PS 1-2.5 mL/min/g, vp 0.03-0.07, ve 0.15-0.3, tissue delay 0-3 s, and 
 frame scheme (uniform 0.5, 0.75 or 1.0 s, or non-uniform intervals 0.5-1.0 s).
 Noise: Gaussian on the tissue curve, SD = level * that curve's peak (AIF noise-free).
 
-Both methods report BLOOD flow in mL/min/g (Hct 0.45, rho 1.05 g/mL):
+All methods report BLOOD flow in mL/min/g (Hct 0.45, rho 1.05 g/mL):
 
+* 2CXM: ``two_compartment_flow(tissue, blood AIF, times)``; its PS, vp and ve are
+  compared with the draws' too (median relative error).
 * Fermi: ``fermi_flow(tissue, blood AIF, times)`` (converts the AIF to plasma and
   plasma flow back to blood flow).
 * TSVD: ``dcmri.deconv(tissue, blood AIF, dt, tol=threshold)`` (singular values
@@ -28,8 +31,8 @@ Both methods report BLOOD flow in mL/min/g (Hct 0.45, rho 1.05 g/mL):
 
 Bias: median of ``estimate / truth - 1``; spread: its interquartile range.
 
-Speed: ``fermi_flow`` (batched) and ``fermi_flow_reference`` (one curve at a time) on
-the same curves. The batched fit is BLAS-bound: on a busy machine compare with
+Speed: each batched fit (``fermi_flow``, ``two_compartment_flow``) against its reference
+fitted one curve at a time with scipy, on the same curves. The batched fit is BLAS-bound: on a busy machine compare with
 ``OPENBLAS_NUM_THREADS=1`` (oversubscribed BLAS threads slow it down several-fold).
 """
 
@@ -45,7 +48,10 @@ import dcmri
 import numpy as np
 from scipy.integrate import solve_ivp
 
+from scipy.interpolate import PchipInterpolator
+
 from napari_perfroi.perfusion import TISSUE_DENSITY_G_ML, fermi_flow, fermi_flow_reference
+from napari_perfroi.two_compartment import two_compartment_flow, two_compartment_flow_reference
 
 HCT = 0.45
 RHO = TISSUE_DENSITY_G_ML
@@ -184,17 +190,23 @@ def tsvd_flow(tissue: np.ndarray, times: np.ndarray, threshold: float) -> np.nda
 def relative_errors(
     tissue_by_scheme: dict[str, np.ndarray], draws: Draws, schemes: dict[str, np.ndarray],
     noise: float, threshold: float, rng: np.random.Generator,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Relative errors of Fermi and TSVD for all draws at one noise level."""
-    fermi = np.full(draws.mbf.size, np.nan)
-    tsvd = np.full(draws.mbf.size, np.nan)
+) -> dict[str, np.ndarray]:
+    """Relative errors of each method's flow (and of the 2CXM fit's PS, vp, ve) for all
+    draws at one noise level."""
+    names = ("2CXM", "Fermi", "TSVD", "PS", "vp", "ve")
+    estimates = {name: np.full(draws.mbf.size, np.nan) for name in names}
     for s, (name, times) in enumerate(schemes.items()):
         sel = np.flatnonzero(draws.scheme == s)
         clean = tissue_by_scheme[name]
         noisy = clean + rng.normal(size=clean.shape) * noise * clean.max(axis=1, keepdims=True)
-        fermi[sel] = fermi_flow(noisy, blood_aif(times), times, hematocrit=HCT).mbf
-        tsvd[sel] = tsvd_flow(noisy, times, threshold)
-    return fermi / draws.mbf - 1.0, tsvd / draws.mbf - 1.0
+        fit = two_compartment_flow(noisy, blood_aif(times), times, hematocrit=HCT)
+        for key, value in (("2CXM", fit.mbf), ("PS", fit.ps), ("vp", fit.vp), ("ve", fit.ve)):
+            estimates[key][sel] = value
+        estimates["Fermi"][sel] = fermi_flow(noisy, blood_aif(times), times, hematocrit=HCT).mbf
+        estimates["TSVD"][sel] = tsvd_flow(noisy, times, threshold)
+    truth = {"2CXM": draws.mbf, "Fermi": draws.mbf, "TSVD": draws.mbf, "PS": draws.ps,
+             "vp": draws.vp, "ve": draws.ve}
+    return {name: estimates[name] / truth[name] - 1.0 for name in names}
 
 
 def pct(rel: np.ndarray) -> tuple[float, float]:
@@ -217,15 +229,17 @@ def generator_agreement(schemes: dict[str, np.ndarray]) -> None:
 
 def accuracy_table(schemes: dict[str, np.ndarray], draws: Draws, threshold: float,
                    rng: np.random.Generator) -> None:
-    """Bias and spread of Fermi and TSVD per generator, noise level and flow."""
+    """Bias and spread of the 2CXM fit, Fermi and TSVD per generator, noise level and flow,
+    and the 2CXM fit's PS, vp and ve bias."""
     generators = {"dcmri": tissue_dcmri, "ivp": tissue_ivp}
     n_per = int(np.sum(draws.mbf == FLOWS[0]))
     print(
         f"\nBlood-flow error vs 2CXM truth, {n_per} draws per flow; bias = median rel. error, "
         f"IQR of rel. error (percent). TSVD threshold {threshold:g}."
     )
-    print(f"{'model':>6} {'noise':>5} {'MBF':>5} | {'Fermi bias':>10} {'IQR':>5} | "
-          f"{'TSVD bias':>9} {'IQR':>5} | {'NaN':>3}")
+    print(f"{'model':>6} {'noise':>5} {'MBF':>5} | {'2CXM bias':>9} {'IQR':>5} | "
+          f"{'Fermi bias':>10} {'IQR':>5} | {'TSVD bias':>9} {'IQR':>5} | "
+          f"{'PS bias':>7} {'vp bias':>7} {'ve bias':>7} | {'NaN':>3}")
     for gen_name, gen in generators.items():
         t0 = time.perf_counter()
         tissue = {
@@ -234,21 +248,22 @@ def accuracy_table(schemes: dict[str, np.ndarray], draws: Draws, threshold: floa
         }
         gen_s = time.perf_counter() - t0
         for noise in NOISE:
-            rel_f, rel_t = relative_errors(tissue, draws, schemes, noise, threshold, rng)
+            rel = relative_errors(tissue, draws, schemes, noise, threshold, rng)
             for flow in FLOWS:
                 at = draws.mbf == flow
-                fb, fi = pct(rel_f[at])
-                tb, ti = pct(rel_t[at])
-                n_nan = int(np.isnan(rel_f[at]).sum() + np.isnan(rel_t[at]).sum())
-                print(f"{gen_name:>6} {noise * 100:>4.0f}% {flow:>5.1f} | {fb:>+9.1f}% "
-                      f"{fi:>5.1f} | {tb:>+8.1f}% {ti:>5.1f} | {n_nan:>3}")
+                flows = " | ".join(f"{pct(rel[m][at])[0]:>+{w}.1f}% {pct(rel[m][at])[1]:>5.1f}"
+                                   for m, w in (("2CXM", 8), ("Fermi", 9), ("TSVD", 8)))
+                parameters = " ".join(f"{pct(rel[m][at])[0]:>+6.1f}%" for m in ("PS", "vp", "ve"))
+                n_nan = int(sum(np.isnan(rel[m][at]).sum() for m in ("2CXM", "Fermi", "TSVD")))
+                print(f"{gen_name:>6} {noise * 100:>4.0f}% {flow:>5.1f} | {flows} | "
+                      f"{parameters} | {n_nan:>3}")
         print(f"  ({gen_name}: {draws.mbf.size} curves generated in {gen_s:.1f} s)")
 
 
 def fermi_recovery(schemes: dict[str, np.ndarray], n_per_flow: int,
                    rng: np.random.Generator) -> None:
     """Fermi fit on Fermi-model curves driven by the continuous AIF, and by the AIF as the
-    fitter sees it (linear between frames): the second isolates the fitter's own error."""
+    fitter sees it (PCHIP between frames): the second isolates the fitter's own error."""
     print(f"\nFermi fit on Fermi-generated curves (noise-free, k 0.1-0.6 /s, tau0 2-10 s, "
           f"delay 0-3 s, all frame schemes), {n_per_flow} per flow; "
           "rel. error in percent:")
@@ -263,7 +278,7 @@ def fermi_recovery(schemes: dict[str, np.ndarray], n_per_flow: int,
     for s, times in enumerate(schemes.values()):
         sel = scheme == s
         sampled = blood_aif(times)
-        for i, aif in enumerate((blood_aif, lambda g, t=times, a=sampled: np.interp(g, t, a))):
+        for i, aif in enumerate((blood_aif, PchipInterpolator(times, sampled))):
             tissue = tissue_fermi(times, mbf[sel], k[sel], tau0[sel], delay[sel], aif)
             rel[i, sel] = fermi_flow(tissue, sampled, times, hematocrit=HCT).mbf / mbf[sel] - 1.0
     for flow in FLOWS:
@@ -273,30 +288,35 @@ def fermi_recovery(schemes: dict[str, np.ndarray], n_per_flow: int,
 
 
 def speed(n: int, rng: np.random.Generator) -> None:
-    """Batched vs one-by-one Fermi fit on the same ``n`` noisy curves (60 frames at 1 s)."""
+    """Each batched fit against its one-curve-at-a-time reference on the same ``n`` noisy
+    curves (60 frames at 1 s); the slow references on a tenth of them."""
     times = np.arange(0.0, 60.0, 1.0)
     d = draw(rng, -(-n // len(FLOWS)), 1).subset(slice(0, n))
     tissue = tissue_dcmri(times, d)
     tissue += rng.normal(size=tissue.shape) * 0.02 * tissue.max(axis=1, keepdims=True)
     aif = blood_aif(times)
-    t0 = time.perf_counter()
-    fast = fermi_flow(tissue, aif, times, hematocrit=HCT)
-    t1 = time.perf_counter()
-    ref = fermi_flow_reference(tissue, aif, times, hematocrit=HCT)
-    t2 = time.perf_counter()
-    rel = np.abs(fast.mbf / ref.mbf - 1.0)
-    print(
-        f"\nSpeed, {n} curves x {times.size} frames (dcmri 2CX, 2 % noise): "
-        f"fermi_flow (batched) {t1 - t0:.2f} s, "
-        f"fermi_flow_reference (one by one) {t2 - t1:.2f} s, ratio {(t2 - t1) / (t1 - t0):.0f}x; "
-        f"|batched/reference - 1| median {np.median(rel):.1e}, p99 {np.percentile(rel, 99):.1e}"
-    )
+    few = slice(None, None, 10)
+    print(f"\nSpeed, {n} curves x {times.size} frames (dcmri 2CX, 2 % noise):")
+    for name, batched, reference in (("fermi_flow", fermi_flow, fermi_flow_reference),
+                                     ("two_compartment_flow", two_compartment_flow,
+                                      two_compartment_flow_reference)):
+        t0 = time.perf_counter()
+        fast = batched(tissue, aif, times, hematocrit=HCT)
+        t1 = time.perf_counter()
+        ref = reference(tissue[few], aif, times, hematocrit=HCT)
+        t2 = time.perf_counter()
+        per_curve = (t2 - t1) / ref.mbf.size
+        rel = np.abs(fast.mbf[few] / ref.mbf - 1.0)
+        print(f"  {name} (batched) {t1 - t0:.2f} s; reference {per_curve * 1e3:.1f} ms per "
+              f"curve, {per_curve * n:.1f} s for all, ratio {per_curve * n / (t1 - t0):.0f}x; "
+              f"|batched/reference - 1| median {np.median(rel):.1e}, "
+              f"p99 {np.percentile(rel, 99):.1e}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--draws", type=int, default=200, help="random draws per flow level")
-    parser.add_argument("--speed-curves", type=int, default=1500, help="curves in the speed test")
+    parser.add_argument("--speed-curves", type=int, default=2000, help="curves in the speed test")
     parser.add_argument("--tsvd-threshold", type=float, default=0.1,
                         help="TSVD: relative singular-value cut-off")
     parser.add_argument("--seed", type=int, default=0)

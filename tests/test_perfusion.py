@@ -199,8 +199,7 @@ def test_jacobian_matches_finite_differences():
 
     rng = np.random.default_rng(1)
     times = np.cumsum(np.r_[0.0, rng.uniform(0.5, 0.7, 69)])
-    pb = prepare_problem(np.ones((1, times.size)), blood_aif(times), times, HCT, False, "blood", 0.25,
-                         (0.05, 10.0), (0.0, 4.0))
+    pb = prepare_problem(np.ones((1, times.size)), blood_aif(times), times, HCT)
     n = 40
     # Delays inside grid cells: the cell-averaged step has kinks at the cell edges.
     td = (rng.integers(1, 16, n) + rng.uniform(0.1, 0.9, n) - 0.5) * pb.dt

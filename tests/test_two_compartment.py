@@ -87,8 +87,7 @@ def test_matches_reference():
 def test_jacobian_matches_finite_differences():
     rng = np.random.default_rng(1)
     times = np.cumsum(np.r_[0.0, rng.uniform(0.5, 1.0, 69)])
-    pb = prepare_problem(np.ones((1, times.size)), blood_aif(times), times, HCT, False, "blood",
-                         0.25, (0.05, 10.0), (0.0, 4.0))
+    pb = prepare_problem(np.ones((1, times.size)), blood_aif(times), times, HCT)
     n = 30
     # Delays inside grid cells: the cell-averaged step has kinks at the cell edges.
     delay = (rng.integers(1, 16, n) + rng.uniform(0.1, 0.9, n) - 0.5) * pb.dt
@@ -96,7 +95,7 @@ def test_jacobian_matches_finite_differences():
                              np.log(rng.uniform(0.005, 0.07, n)),
                              np.log(rng.uniform(0.02, 0.15, n)), np.log(rng.uniform(0.1, 0.5, n)),
                              delay])
-    C, basis = _jacobian(pb, theta, None)
+    C, basis = _jacobian(pb, theta)
     jacobian = C @ basis
 
     def model(th):

@@ -30,10 +30,10 @@ from .errors import InputError
 from .motion import proton_density_frames
 from .perfusion import MODEL_NAME as FERMI_NAME
 from .perfusion import fermi_flow
+from .segment.postprocess import largest_component
+from .study import LV_BLOOD, MYOCARDIUM, SLICE_LEVELS, TWO_COMPARTMENT_MAPS
 from .two_compartment import MODEL_NAME as TWO_COMPARTMENT_NAME
 from .two_compartment import two_compartment_flow
-from .segment.postprocess import largest_component
-from .study import LV_BLOOD, MYOCARDIUM, SLICE_LEVELS
 
 T1_BLOOD_S = 1.65  # native blood T1 at 1.5 T
 T1_MYOCARDIUM_S = 1.05  # native myocardial T1 at 1.5 T
@@ -44,7 +44,6 @@ FOOT_FRACTION = 0.05  # the AIF foot: last frame below this fraction of the peak
 MIN_BASELINE_FRAMES = 2
 # The tissue models a run can choose: option value -> the name reports give it.
 FLOW_MODELS = {"fermi": FERMI_NAME, "2cxm": TWO_COMPARTMENT_NAME}
-TWO_COMPARTMENT_MAPS = ("ps", "vp", "ve")  # store arrays of a 2CXM run besides mbf
 
 
 @dataclass(frozen=True)
@@ -345,10 +344,8 @@ def tissue_curves(series: SliceSeries, rows, cols, motion_k: np.ndarray, aif: Ai
 
 def fit_curves(curves, times, aif_here, settings: FlowSettings):
     """The fit (FlowFit) of tissue curves from :func:`tissue_curves` with the settings' model."""
-    if settings.model == "2cxm":
-        return two_compartment_flow(curves, aif_here, times, hematocrit=settings.hematocrit,
-                                    flow=settings.flow)
-    return fermi_flow(curves, aif_here, times, hematocrit=settings.hematocrit, flow=settings.flow)
+    fit = two_compartment_flow if settings.model == "2cxm" else fermi_flow
+    return fit(curves, aif_here, times, hematocrit=settings.hematocrit, flow=settings.flow)
 
 
 # ----------------------------------------------------------------------------- the step
@@ -502,8 +499,9 @@ def segment_fits(study, images, motion: np.ndarray, aha_map: np.ndarray, labels:
                 "fitted": [round(float(v), 5) for v in fit.fitted[i]],
                 "fit_error": float(fit.fit_error[i]),
             }
-            for name in TWO_COMPARTMENT_MAPS if settings.model == "2cxm" else ():
-                results[n - 1][name] = round(float(getattr(fit, name)[i]), 4)
+            for name in TWO_COMPARTMENT_MAPS:
+                if getattr(fit, name) is not None:  # a two-compartment fit
+                    results[n - 1][name] = round(float(getattr(fit, name)[i]), 4)
     return results
 
 

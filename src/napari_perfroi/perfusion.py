@@ -42,7 +42,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.interpolate import PchipInterpolator
 
 __all__ = ["FlowFit", "fermi_flow", "fermi_flow_reference", "TISSUE_DENSITY_G_ML", "MODEL_NAME"]
 
@@ -98,14 +97,22 @@ class ConvolutionProblem:
     s: np.ndarray  # (Tf,) response times s_m = m*dt
     dt: float
     MT: np.ndarray  # (Tf, T): response on the grid -> tissue at frame times
+    MT32: np.ndarray  # MT in float32, for the parts of a fit that need no more
     n_ramp: int  # grid points that can lie before the end of the delay step
     to_mbf: float  # F [1/s] -> reported mL/min/g
     hematocrit: float
+    flow: str  # "blood" or "plasma": what to_mbf reports
     f_bounds: tuple  # plasma flow bounds [1/s]
     d_bounds: tuple  # delay bounds [s]
 
 
-def prepare_problem(tissue, aif, times_s, hematocrit, aif_is_plasma, flow, dt_s, flow_bounds, delay_bounds_s):
+def prepare_problem(tissue, aif, times_s, hematocrit: float = 0.45, aif_is_plasma: bool = False,
+                    flow: str = "blood", *, dt_s: float = 0.25,
+                    flow_bounds: tuple[float, float] = (0.05, 10.0),
+                    delay_bounds_s: tuple[float, float] = (0.0, 4.0)) -> ConvolutionProblem:
+    """The curves and the discretised convolution of a fit; arguments as :func:`fermi_flow`."""
+    from scipy.interpolate import PchipInterpolator
+
     tissue = np.asarray(tissue, dtype=float)
     aif = np.asarray(aif, dtype=float)
     times = np.asarray(times_s, dtype=float)
@@ -167,9 +174,11 @@ def prepare_problem(tissue, aif, times_s, hematocrit, aif_is_plasma, flow, dt_s,
         s=dt_s * idx,
         dt=dt_s,
         MT=np.ascontiguousarray(M.T),
+        MT32=np.ascontiguousarray(M.T, dtype=np.float32),
         n_ramp=int(np.clip(np.ceil(delay_bounds_s[1] / dt_s + 0.5) + 1, 1, n_f)),
         to_mbf=to_mbf,
         hematocrit=float(hematocrit),
+        flow=flow,
         f_bounds=f_bounds,
         d_bounds=(float(delay_bounds_s[0]), float(delay_bounds_s[1])),
     )
@@ -268,7 +277,7 @@ def _jacobian(pb: ConvolutionProblem, theta: np.ndarray, B: np.ndarray):
     np.multiply(W[:, 0], s32, out=W[:, 1])
     basis = np.empty((n, 4, MT.shape[1]))
     basis[:, 0] = B
-    basis[:, 1:3] = (W.reshape(2 * n, -1) @ MT.astype(np.float32)).reshape(n, 2, -1)
+    basis[:, 1:3] = (W.reshape(2 * n, -1) @ pb.MT32).reshape(n, 2, -1)
     basis[:, 1:3] *= nrm[:, None, None]
     pos = td / dt + 0.5
     m = np.floor(pos).astype(int)
@@ -373,7 +382,7 @@ def batched_lm(curves, theta, lo, hi, unit_model, jacobian, max_iter: int = 60,
     return theta, cost
 
 
-def _finish(pb: ConvolutionProblem, params, flow) -> FlowFit:
+def _finish(pb: ConvolutionProblem, params) -> FlowFit:
     F, k, tau0, td = params
     n_all = pb.valid.size
     out = {name: np.full(n_all, np.nan) for name in ("mbf", "delay", "err", "k", "tau0")}
@@ -396,7 +405,7 @@ def _finish(pb: ConvolutionProblem, params, flow) -> FlowFit:
         fit_error=out["err"].reshape(sh),
         fitted=fitted.reshape(sh + (pb.n_times,)),
         model=MODEL_NAME,
-        flow=flow,
+        flow=pb.flow,
         k=out["k"].reshape(sh),
         tau0_s=out["tau0"].reshape(sh),
     )
@@ -441,9 +450,10 @@ def fermi_flow(
     Curves with non-finite values or all zeros give NaN (no exception).
     Raises ``ValueError`` on mismatched lengths or an invalid AIF/time axis.
     """
-    pb = prepare_problem(tissue, aif, times_s, hematocrit, aif_is_plasma, flow, dt_s, flow_bounds, delay_bounds_s)
+    pb = prepare_problem(tissue, aif, times_s, hematocrit, aif_is_plasma, flow, dt_s=dt_s,
+                         flow_bounds=flow_bounds, delay_bounds_s=delay_bounds_s)
     if pb.curves.shape[0] == 0:
-        return _finish(pb, (np.empty(0),) * 4, flow)
+        return _finish(pb, (np.empty(0),) * 4)
     F, k, tau0, td = _grid_init(pb)
     lo = np.array([np.log(pb.f_bounds[0]), np.log(_K_BOUNDS[0]), _TAU0_BOUNDS[0], pb.d_bounds[0]])
     hi = np.array([np.log(pb.f_bounds[1]), np.log(_K_BOUNDS[1]), _TAU0_BOUNDS[1], pb.d_bounds[1]])
@@ -451,31 +461,20 @@ def fermi_flow(
                           lambda th: _unit_model(pb, th),
                           lambda th, unit: _jacobian(pb, th, unit), max_iter=max_iter)
     params = (np.exp(theta[:, 0]), np.exp(theta[:, 1]), theta[:, 2], theta[:, 3])
-    return _finish(pb, params, flow)
+    return _finish(pb, params)
 
 
-def fermi_flow_reference(
-    tissue,
-    aif,
-    times_s,
-    hematocrit: float = 0.45,
-    aif_is_plasma: bool = False,
-    flow: str = "blood",
-    *,
-    dt_s: float = 0.25,
-    flow_bounds: tuple[float, float] = (0.05, 10.0),
-    delay_bounds_s: tuple[float, float] = (0.0, 4.0),
-) -> FlowFit:
-    """Same model and discretisation as :func:`fermi_flow`, fitted one curve at a
-    time with ``scipy.optimize.least_squares`` (bounded, trust-region reflective)
-    on ``(F, k, tau0, tau_d)``. Slow; a reference for tests and benchmarks.
+def fermi_flow_reference(tissue, aif, times_s, **options) -> FlowFit:
+    """Same model and discretisation as :func:`fermi_flow` (same ``options``), fitted one
+    curve at a time with ``scipy.optimize.least_squares`` (bounded, trust-region
+    reflective) on ``(F, k, tau0, tau_d)``. Slow; a reference for tests and benchmarks.
     """
     from scipy.optimize import least_squares
 
-    pb = prepare_problem(tissue, aif, times_s, hematocrit, aif_is_plasma, flow, dt_s, flow_bounds, delay_bounds_s)
+    pb = prepare_problem(tissue, aif, times_s, **options)
     n = pb.curves.shape[0]
     if n == 0:
-        return _finish(pb, (np.empty(0),) * 4, flow)
+        return _finish(pb, (np.empty(0),) * 4)
     p0 = np.stack(_grid_init(pb), axis=1)
     lo = np.array([pb.f_bounds[0], _K_BOUNDS[0], _TAU0_BOUNDS[0], pb.d_bounds[0]])
     hi = np.array([pb.f_bounds[1], _K_BOUNDS[1], _TAU0_BOUNDS[1], pb.d_bounds[1]])
@@ -496,4 +495,4 @@ def fermi_flow_reference(
         x0 = np.clip(p0[i], lo + 1e-9 * (hi - lo), hi - 1e-9 * (hi - lo))
         res = least_squares(resid, x0, jac=jac, bounds=(lo, hi), method="trf", x_scale="jac")
         out[i] = res.x
-    return _finish(pb, tuple(out.T), flow)
+    return _finish(pb, tuple(out.T))

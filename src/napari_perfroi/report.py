@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .aha import LEVEL_SEGMENTS, TERRITORIES
-from .study import StoreError, atomic_write_bytes, atomic_write_text
+from .study import TWO_COMPARTMENT_MAPS, StoreError, atomic_write_bytes, atomic_write_text
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -138,7 +138,6 @@ REQUIRED_REPORT_KEYS = (
     "segment_mbf", "segment_stats", "segment_curves", "global_mbf",
 )
 SEGMENT_COLUMNS = ("segment", "name", "level", "territory", "mbf", "mean", "median", "sd", "pixels")
-TWO_COMPARTMENT_COLUMNS = ("ps", "vp", "ve")  # segments.csv of a two-compartment run
 _SIX_WALLS = ("anterior", "anteroseptal", "inferoseptal", "inferior", "inferolateral",
               "anterolateral")
 _WALLS = {
@@ -327,7 +326,7 @@ def segment_table(report: dict[str, Any]) -> list[dict[str, Any]]:
     for segment, mbf, stats, curves in zip(range(1, 17), report["segment_mbf"],
                                            report["segment_stats"], report["segment_curves"]):
         stats = stats or {}
-        fitted = {key: (curves or {}).get(key) for key in TWO_COMPARTMENT_COLUMNS}
+        fitted = {key: (curves or {}).get(key) for key in TWO_COMPARTMENT_MAPS}
         rows.append({
             "segment": segment,
             "name": SEGMENT_NAMES[segment],

@@ -39,6 +39,7 @@ REQUIRED_ATTRS = (
     "steps",
 )
 SLICE_LEVELS = ("basal", "mid", "apical")
+TWO_COMPARTMENT_MAPS = ("ps", "vp", "ve")  # written with mbf by a two-compartment flow run
 # Arrays a step may write, with their dtype and the axes they share with image.
 DERIVED_ARRAYS = {
     "labels": ("uint8", "STYX"),
@@ -50,9 +51,7 @@ DERIVED_ARRAYS = {
     "motion": ("float32", "ST2"),
     "mbf": ("float32", "SYX"),
     "mbf_fit_error": ("float32", "SYX"),
-    "ps": ("float32", "SYX"),  # two-compartment maps
-    "vp": ("float32", "SYX"),
-    "ve": ("float32", "SYX"),
+    **dict.fromkeys(TWO_COMPARTMENT_MAPS, ("float32", "SYX")),
     "aif_mask": ("uint8", "SYX"),
     "aha": ("uint8", "SYX"),
 }
@@ -323,11 +322,8 @@ class Study:
         if name in RAW_ARRAYS:
             raise StoreError(f"{self.path}: the raw '{name}' is never modified")
         target = self.path / name
-        if not target.exists():
-            return
-        retired = target.with_name(f"{_RETIRED_PREFIX}{target.name}-{uuid.uuid4().hex[:8]}")
-        os.rename(target, retired)
-        shutil.rmtree(retired, ignore_errors=True)
+        if target.exists():
+            _retire(target)
 
     def _check_derived(self, name: str, data) -> None:
         """Check a derived array's shape and dtype (``data``: an array or its metadata)."""
@@ -457,8 +453,17 @@ def replace_dir(new: Path, target: Path) -> None:
     if _renameat2_exchange(new, target):
         shutil.rmtree(new)  # ``new`` now holds the old array
         return
-    retired = target.with_name(f"{_RETIRED_PREFIX}{target.name}-{uuid.uuid4().hex[:8]}")
-    os.rename(target, retired)
+    retired = _retire(target, keep=True)
     os.rename(new, target)
     with contextlib.suppress(OSError):
         shutil.rmtree(retired)
+
+
+def _retire(target: Path, keep: bool = False) -> Path:
+    """Move ``target`` out of the way in one rename (readers see it or nothing), then
+    delete it unless ``keep``; returns where it went."""
+    retired = target.with_name(f"{_RETIRED_PREFIX}{target.name}-{uuid.uuid4().hex[:8]}")
+    os.rename(target, retired)
+    if not keep:
+        shutil.rmtree(retired, ignore_errors=True)
+    return retired

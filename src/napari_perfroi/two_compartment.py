@@ -78,7 +78,7 @@ def _unit_model(pb: ConvolutionProblem, theta: np.ndarray, dtype=np.float32) -> 
     w, alpha, beta = _rates(*np.exp(theta[:, :4].T))
     exps, _ = _exponentials(pb, alpha, beta, theta[:, 4], dtype)
     weights = np.stack([w, 1.0 - w], axis=1).astype(dtype)
-    return np.einsum("nk,nkt->nt", weights, exps) @ pb.MT.astype(dtype)
+    return np.einsum("nk,nkt->nt", weights, exps) @ (pb.MT32 if dtype == np.float32 else pb.MT)
 
 
 def _rate_derivatives(theta: np.ndarray) -> np.ndarray:
@@ -93,7 +93,7 @@ def _rate_derivatives(theta: np.ndarray) -> np.ndarray:
     return out
 
 
-def _jacobian(pb: ConvolutionProblem, theta: np.ndarray, unit: np.ndarray):
+def _jacobian(pb: ConvolutionProblem, theta: np.ndarray):
     """``(C, basis)`` with d model / d theta = ``C @ basis``: (n, 5, 5) and (n, 5, T).
 
     Basis rows: the two exponentials, the two exponentials times x (through M), and
@@ -105,7 +105,7 @@ def _jacobian(pb: ConvolutionProblem, theta: np.ndarray, unit: np.ndarray):
     exps, x = _exponentials(pb, alpha, beta, td)
     n = theta.shape[0]
     rows = np.concatenate([exps, exps * x[:, None]], axis=1)
-    basis = (rows.reshape(4 * n, -1) @ pb.MT.astype(np.float32)).reshape(n, 4, -1)
+    basis = (rows.reshape(4 * n, -1) @ pb.MT32).reshape(n, 4, -1)
     pos = td / pb.dt + 0.5
     m = np.floor(pos).astype(int)
     ramp = (pos > m) & (m >= 0) & (m < pb.s.size)
@@ -172,7 +172,7 @@ def _grid_init(pb: ConvolutionProblem) -> np.ndarray:
     return theta
 
 
-def _finish(pb: ConvolutionProblem, theta: np.ndarray, flow: str) -> FlowFit:
+def _finish(pb: ConvolutionProblem, theta: np.ndarray) -> FlowFit:
     n_all = pb.valid.size
     names = ("mbf", "ps", "vp", "ve", "delay", "err")
     out = {name: np.full(n_all, np.nan) for name in names}
@@ -196,65 +196,41 @@ def _finish(pb: ConvolutionProblem, theta: np.ndarray, flow: str) -> FlowFit:
         fit_error=out["err"].reshape(shape),
         fitted=fitted.reshape(shape + (pb.n_times,)),
         model=MODEL_NAME,
-        flow=flow,
+        flow=pb.flow,
         ps=out["ps"].reshape(shape),
         vp=out["vp"].reshape(shape),
         ve=out["ve"].reshape(shape),
     )
 
 
-def two_compartment_flow(
-    tissue,
-    aif,
-    times_s,
-    hematocrit: float = 0.45,
-    aif_is_plasma: bool = False,
-    flow: str = "blood",
-    *,
-    dt_s: float = 0.25,
-    flow_bounds: tuple[float, float] = (0.05, 10.0),
-    delay_bounds_s: tuple[float, float] = (0.0, 4.0),
-    max_iter: int = 150,
-) -> FlowFit:
-    """2CXM fit of many tissue curves at once (batched LM); arguments as
-    :func:`~napari_perfroi.perfusion.fermi_flow`.
+def two_compartment_flow(tissue, aif, times_s, *, max_iter: int = 150, **options) -> FlowFit:
+    """2CXM fit of many tissue curves at once (batched LM); ``options`` as
+    :func:`~napari_perfroi.perfusion.fermi_flow` (``hematocrit``, ``aif_is_plasma``,
+    ``flow``, ``dt_s``, ``flow_bounds``, ``delay_bounds_s``).
 
     ``FlowFit.mbf`` is the flow (blood, or plasma with ``flow="plasma"``) in mL/min/g;
     ``ps`` is PS in mL/min/g, ``vp`` and ``ve`` volume fractions. Curves with
     non-finite values or all zeros give NaN.
     """
-    pb = prepare_problem(tissue, aif, times_s, hematocrit, aif_is_plasma, flow, dt_s,
-                         flow_bounds, delay_bounds_s)
+    pb = prepare_problem(tissue, aif, times_s, **options)
     if pb.curves.shape[0] == 0:
-        return _finish(pb, np.empty((0, 5)), flow)
+        return _finish(pb, np.empty((0, 5)))
     lo, hi = _bounds(pb)
     theta, _ = batched_lm(pb.curves, _grid_init(pb), lo, hi, lambda th: _unit_model(pb, th),
-                          lambda th, unit: _jacobian(pb, th, unit), max_iter=max_iter,
+                          lambda th, _unit: _jacobian(pb, th), max_iter=max_iter,
                           prior=_prior(pb))
-    return _finish(pb, theta, flow)
+    return _finish(pb, theta)
 
 
-def two_compartment_flow_reference(
-    tissue,
-    aif,
-    times_s,
-    hematocrit: float = 0.45,
-    aif_is_plasma: bool = False,
-    flow: str = "blood",
-    *,
-    dt_s: float = 0.25,
-    flow_bounds: tuple[float, float] = (0.05, 10.0),
-    delay_bounds_s: tuple[float, float] = (0.0, 4.0),
-) -> FlowFit:
+def two_compartment_flow_reference(tissue, aif, times_s, **options) -> FlowFit:
     """The same model, priors and start, fitted one curve at a time with
     ``scipy.optimize.least_squares`` (bounded trust-region reflective, finite-difference
     Jacobian). Slow; a reference for tests and benchmarks."""
     from scipy.optimize import least_squares
 
-    pb = prepare_problem(tissue, aif, times_s, hematocrit, aif_is_plasma, flow, dt_s,
-                         flow_bounds, delay_bounds_s)
+    pb = prepare_problem(tissue, aif, times_s, **options)
     if pb.curves.shape[0] == 0:
-        return _finish(pb, np.empty((0, 5)), flow)
+        return _finish(pb, np.empty((0, 5)))
     lo, hi = _bounds(pb)
     start = np.clip(_grid_init(pb), lo + 1e-9 * (hi - lo), hi - 1e-9 * (hi - lo))
     prior_mean, prior_weight = _prior(pb)
@@ -267,4 +243,4 @@ def two_compartment_flow_reference(
 
         theta[i] = least_squares(residual, start[i], bounds=(lo, hi), method="trf",
                                  x_scale="jac").x
-    return _finish(pb, theta, flow)
+    return _finish(pb, theta)
