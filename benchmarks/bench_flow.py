@@ -31,7 +31,20 @@ A markdown summary table is printed at the end. The batched fit is BLAS-bound:
 the thread settings are printed; on a busy machine compare with
 ``OPENBLAS_NUM_THREADS=1``.
 
+A second markdown table (``--acquisition-seeds``, default 1000-1005; "none" skips it)
+compares acquisitions, with truth labels and motion: dual-sequence with the ideal
+readout, and single-bolus and dual-bolus (dose ratio = the truth's) with the scanner
+readout (saturated blood). Per acquisition: plasma AIF peak / truth - 1 of the AIF
+used (``report['aif_peak_mmol']``) and of the measured one (``report['aif_measured']``,
+before desaturation), segment MBF / truth of the studies with absolute MBF, the defect
+territory found (by MBF, or by relative upslope when absolute MBF is withheld), and the
+saturation check: detected / corrected / refused (absolute MBF withheld). Two more rows:
+the Fermi and 2CXM fits on the same ``tissue_model="2cxm"`` phantoms (dual-sequence,
+ideal readout, so that only the tissue model differs). ``--acquisitions-only`` prints
+only this table.
+
     python benchmarks/bench_flow.py [--seeds 1000-1011] [--quick] [--speed-seed 1000]
+                                    [--acquisition-seeds 1000-1005] [--acquisitions-only]
 """
 
 from __future__ import annotations
@@ -63,6 +76,18 @@ SETTINGS = {"truth": "truth labels + motion", "e2e": "end to end"}
 LOW_SNR = 6.0  # phantom SNR split of the per-study breakdown
 LARGE_ERROR = 0.25  # segments listed as suspicious above this |relative error|
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+SCANNER = {"readout": "scanner"}
+# row label: (phantom overrides, flow step options); dose_ratio None = the truth's
+ACQUISITION_ROWS = {
+    "dual-sequence, ideal readout": ({}, {}),
+    "single-bolus, scanner readout": (SCANNER | {"acquisition": "single-bolus"}, {}),
+    "dual-bolus, scanner readout": (SCANNER | {"acquisition": "dual-bolus"},
+                                    {"dose_ratio": None}),
+    "2CXM tissue, dual-sequence, ideal: Fermi fit": ({"tissue_model": "2cxm"},
+                                                     {"flow_model": "fermi"}),
+    "2CXM tissue, dual-sequence, ideal: 2CXM fit": ({"tissue_model": "2cxm"},
+                                                    {"flow_model": "2cxm"}),
+}
 
 
 @dataclass
@@ -194,6 +219,83 @@ def batched_vs_reference(study: Study) -> dict:
     }
 
 
+@dataclass
+class AcquisitionResult:
+    """One study of the acquisition table (truth labels and motion)."""
+
+    aif_error: float  # plasma AIF peak / truth - 1, the AIF used
+    measured_error: float  # the same, measured (before desaturation)
+    ratios: list  # segment MBF / truth of the imaged segments; empty when withheld
+    defect: str
+    territory: str | None
+    saturation: dict | None
+
+
+def acquisition_result(study: Study, **options) -> AcquisitionResult:
+    truth = study.attrs["truth"]
+    if "dose_ratio" in options:
+        options["dose_ratio"] = truth["prebolus_dose_ratio"]
+    run_step(study, "flow", **options)
+    run_step(study, "aha")
+    report = study.attrs["report"]
+    peak = float(np.nanmax(truth["aif"]))
+    return AcquisitionResult(
+        aif_error=report["aif_peak_mmol"] / peak - 1.0,
+        measured_error=float(np.nanmax(report["aif_measured"])) / peak - 1.0,
+        ratios=[m / t for m, t in zip(report["segment_mbf"], truth["segment_mbf"])
+                if m is not None and t is not None],
+        defect=truth["defect"], territory=report["lowest_territory"],
+        saturation=report["aif_saturation"])
+
+
+def run_acquisitions(seeds: list[int], tmp: str) -> dict[str, list[AcquisitionResult]]:
+    """Every row of :data:`ACQUISITION_ROWS` on every seed; one phantom per overrides."""
+    results = {row: [] for row in ACQUISITION_ROWS}
+    started = time.perf_counter()
+    for seed in seeds:
+        studies = {}
+        for row, (overrides, options) in ACQUISITION_ROWS.items():
+            key = tuple(sorted(overrides.items()))
+            if key not in studies:
+                path = Path(tmp) / f"acquisition-{seed}-{len(studies)}.zarr"
+                study = studies[key] = write_phantom(path, seed, **overrides)
+                study.write("labels", study.read("truth/labels"))
+                study.write("motion", study.read("truth/motion"))
+            results[row].append(acquisition_result(studies[key], **options))
+        for study in studies.values():
+            shutil.rmtree(study.path, ignore_errors=True)
+        print(f"  acquisitions, seed {seed}: {time.perf_counter() - started:.0f} s", flush=True)
+    return results
+
+
+def print_acquisitions(results: dict[str, list[AcquisitionResult]], seeds: list[int]) -> None:
+    def spread(values) -> str:
+        values = 100 * np.asarray(values)
+        return f"{np.median(values):+.0f} % ({values.min():+.0f} to {values.max():+.0f})"
+
+    print(f"\n| Acquisition ({len(seeds)} phantoms, seeds {seeds[0]}-{seeds[-1]}, truth labels) "
+          "| AIF peak err, used: median (range) | AIF peak err, measured | Segment MBF / truth: "
+          "median [IQR] (studies with absolute MBF) | Defect territory found "
+          "| Saturation detected / corrected / refused |")
+    print("|---|---|---|---|---|---|")
+    for row, studies in results.items():
+        ratios = np.array([x for r in studies for x in r.ratios])
+        absolute = sum(bool(r.ratios) for r in studies)
+        mbf = (f"{np.median(ratios):.2f} [{np.percentile(ratios, 25):.2f}-"
+               f"{np.percentile(ratios, 75):.2f}] ({absolute}/{len(studies)})"
+               if ratios.size else f"- (0/{len(studies)})")
+        with_defect = [r for r in studies if r.defect != "none"]
+        found = sum(r.territory == r.defect for r in with_defect)
+        checks = [r.saturation for r in studies if r.saturation is not None]
+        saturation = (f"{sum(c['saturated'] for c in checks)} / "
+                      f"{sum(c['corrected'] and c['trusted'] for c in checks)} / "
+                      f"{sum(not r.ratios for r in studies)} of {len(checks)}"
+                      if checks else "not checked")
+        print(f"| {row} | {spread([r.aif_error for r in studies])} "
+              f"| {spread([r.measured_error for r in studies])} | {mbf} "
+              f"| {found}/{len(with_defect)} | {saturation} |")
+
+
 # ----------------------------------------------------------------------------- reporting
 def pooled(results: list[Result], which: str = "fit") -> np.ndarray:
     return np.concatenate([r.errors(which) for r in results]) if results else np.empty(0)
@@ -296,7 +398,25 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="only the first 3 seeds")
     parser.add_argument("--speed-seed", type=int, default=None,
                         help="study of the batched vs scipy comparison (default: the first seed)")
+    parser.add_argument("--acquisition-seeds", default="1000-1005",
+                        help="phantom seeds of the acquisition table (default 1000-1005; "
+                             "'none' skips it)")
+    parser.add_argument("--acquisitions-only", action="store_true",
+                        help="only the acquisition table")
     args = parser.parse_args()
+    acquisition_seeds = [] if args.acquisition_seeds == "none" else seed_range(
+        args.acquisition_seeds)
+    if args.acquisitions_only:
+        if not acquisition_seeds:
+            parser.error("--acquisitions-only needs --acquisition-seeds")
+        torch.set_num_threads(2)
+        print(f"Threads: {thread_settings()}")
+        started = time.perf_counter()
+        with tempfile.TemporaryDirectory() as tmp:
+            results = run_acquisitions(acquisition_seeds, tmp)
+        print(f"Total {time.perf_counter() - started:.0f} s")
+        print_acquisitions(results, acquisition_seeds)
+        return
     seeds = seed_range(args.seeds)[: 3 if args.quick else None]
     speed_seed = seeds[0] if args.speed_seed is None else args.speed_seed
     if speed_seed not in seeds:
@@ -401,6 +521,11 @@ def main() -> None:
     print(f"| Batched Fermi fit vs scipy one by one ({speed['curves']} curves) "
           f"| {speed['batched_s']:.2f} s vs {speed['reference_s']:.1f} s ({ratio:.0f}x), "
           f"median rel. diff {speed['median_diff']:.0e} | |")
+
+    if acquisition_seeds:
+        with tempfile.TemporaryDirectory() as tmp:
+            results = run_acquisitions(acquisition_seeds, tmp)
+        print_acquisitions(results, acquisition_seeds)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,10 @@ output behind; it never stops the others. Inputs are only read.
 The tasks run on a :class:`distributed.LocalCluster` of single-threaded
 worker processes, or on the workers of an existing scheduler (which must see
 the same file system). :func:`run_batch` writes ``OUT/summary.csv``.
+
+Stress and rest studies of one patient can be paired (:func:`read_pairs`):
+once both are analysed, a task per pair writes the perfusion reserve files
+into the stress study's report folder and its summary row gains the reserve.
 """
 
 from __future__ import annotations
@@ -23,17 +27,21 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from .aha import TERRITORIES
 from .errors import InputError
 
 STATUS_DONE, STATUS_SKIPPED, STATUS_FAILED = "done", "skipped", "failed"
 SEGMENT_COLUMNS = tuple(f"segment_{n}" for n in range(1, 17))
+TERRITORY_RESERVE_COLUMNS = tuple(f"reserve_{name}" for name in TERRITORIES)
+# Filled on a stress study's row when it is paired with a rest study.
+RESERVE_COLUMNS = ("rest_study", "reserve_index", "global_reserve", *TERRITORY_RESERVE_COLUMNS)
 SUMMARY_COLUMNS = (
     "study", "source", "status", "flow_model", "global_mbf", *SEGMENT_COLUMNS,
-    "lowest_territory", "aif_source", "qa", "seconds", "error",
+    "lowest_territory", *RESERVE_COLUMNS, "aif_source", "qa", "seconds", "error",
 )
 # Median relative residual of the pixel-wise fits above which a study is flagged.
 LOW_FIT_QUALITY = 0.25
@@ -62,6 +70,10 @@ class StudyRecord:
     global_mbf: float | None = None
     segment_mbf: list[float | None] = field(default_factory=lambda: [None] * 16)
     lowest_territory: str | None = None
+    rest_study: str | None = None
+    reserve_index: str | None = None
+    global_reserve: float | None = None
+    territory_reserve: dict[str, float | None] = field(default_factory=dict)
     aif_source: str | None = None
     qa: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -71,7 +83,9 @@ class StudyRecord:
         """The summary row (:data:`SUMMARY_COLUMNS`)."""
         values = asdict(self)
         segments = dict(zip(SEGMENT_COLUMNS, values.pop("segment_mbf")))
+        territories = values.pop("territory_reserve")
         values.update(segments, qa="; ".join(self.qa), seconds=round(self.seconds, 2))
+        values.update({f"reserve_{name}": territories.get(name) for name in TERRITORIES})
         return {column: values[column] for column in SUMMARY_COLUMNS}
 
 
@@ -122,6 +136,46 @@ def plan_jobs(sources: list[Path], out_dir: Path) -> list[BatchJob]:
         taken.add(name.casefold())
         jobs.append(BatchJob(name, source.absolute()))  # workers may have another cwd
     return jobs
+
+
+def read_pairs(path: Path, jobs: list[BatchJob]) -> dict[str, str]:
+    """Stress study name -> rest study name, from a CSV file with the columns ``stress``
+    and ``rest`` (one pair a row; relative paths are from the file's folder).
+
+    Each path must be one of the jobs' sources. Raises :class:`InputError` for a
+    missing file or column, an unknown source, a study paired with itself or a
+    stress study given twice.
+    """
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such pairs file") from None
+    reader = csv.DictReader(io.StringIO(text))
+    if not {"stress", "rest"} <= set(reader.fieldnames or []):
+        raise InputError(f"{path}: a pairs file needs the columns stress and rest")
+    names = {job.source.resolve(): job.name for job in jobs}
+    pairs: dict[str, str] = {}
+    for row in reader:
+        where = f"{path}, line {reader.line_num}"
+        stress, rest = (_paired_job(row[role], path.parent, names, where)
+                        for role in ("stress", "rest"))
+        if stress == rest:
+            raise InputError(f"{where}: a study cannot be its own rest study")
+        if stress in pairs:
+            raise InputError(f"{where}: {row['stress']} already has a rest study")
+        pairs[stress] = rest
+    return pairs
+
+
+def _paired_job(text: str | None, folder: Path, names: dict[Path, str], where: str) -> str:
+    """The job name of the source ``text`` names in a pairs file."""
+    if not (text or "").strip():
+        raise InputError(f"{where}: a stress and a rest study are needed")
+    source = folder / Path(text.strip()).expanduser()  # an absolute path stays as it is
+    try:
+        return names[source.resolve()]
+    except KeyError:
+        raise InputError(f"{where}: {text.strip()} is not one of the batch's SRC studies") from None
 
 
 def study_name(source: Path) -> str:
@@ -265,6 +319,44 @@ def _fill_record(record: StudyRecord, store: Path, import_warnings: list[str]) -
     record.qa = quality_flags(study, report, import_warnings)
 
 
+def add_reserve(stress: StudyRecord, rest: StudyRecord, out_dir: str) -> StudyRecord:
+    """``stress``'s record with the perfusion reserve against its ``rest`` study, whose
+    files are written into the stress study's report folder; never raises.
+
+    A failing pair (or a failed rest study) leaves the reserve empty and says why in
+    the QA flags; the pair's own QA lines and warnings are added there too.
+    """
+    from .report import write_reserve_report
+    from .reserve import pair_studies
+    from .study import Study
+
+    record = replace(stress, rest_study=rest.study)
+    if stress.status == STATUS_FAILED:
+        return record
+    if rest.status == STATUS_FAILED:
+        record.qa = [*record.qa, f"reserve: the rest study {rest.study} failed"]
+        return record
+    stress_store, report_dir = output_paths(Path(out_dir), stress.study)
+    rest_store, _ = output_paths(Path(out_dir), rest.study)
+    try:
+        pair = pair_studies(Study.open(stress_store), Study.open(rest_store))
+        write_reserve_report(pair, report_dir)
+    except Exception as exc:  # noqa: BLE001 - one bad pair must not stop the batch
+        record.qa = [*record.qa, f"reserve: {error_line(exc)}"]
+        return record
+    reserve = pair.reserve
+    record.reserve_index = reserve.index
+    record.global_reserve = _rounded(reserve.overall.reserve)
+    record.territory_reserve = {name: _rounded(pooled.reserve)
+                                for name, pooled in reserve.territories.items()}
+    record.qa = [*record.qa, *(f"reserve: {line}" for line in pair.warnings + reserve.qa)]
+    return record
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
 def quality_flags(study, report: dict[str, Any], import_warnings: list[str]) -> list[str]:
     """The study's QA flags: the import's warnings, fit quality, and the report's own
     (slice coverage among them)."""
@@ -317,9 +409,11 @@ def run_batch(
     force: bool = False,
     weights: Path | None = None,
     flow_model: str = "fermi",
+    pairs: dict[str, str] | None = None,
     log: Callable[[str], None] = print,
 ) -> list[StudyRecord]:
-    """Process every job on ``client``'s workers with a progress bar; write ``summary.csv``.
+    """Process every job on ``client``'s workers with a progress bar, then the reserve of
+    each stress -> rest study name in ``pairs``; write ``summary.csv``.
 
     Returns the records in job order.
     """
@@ -345,9 +439,35 @@ def run_batch(
                 bar.write(f"{record.study}: failed: {record.error}")
             records[job.name] = record
             bar.update()
+    if pairs:
+        records.update(_pair_records(records, pairs, out_dir, client))
     ordered = [records[job.name] for job in jobs]
     write_summary(out_dir / "summary.csv", ordered)
     return ordered
+
+
+def _pair_records(records: dict[str, StudyRecord], pairs: dict[str, str], out_dir: Path,
+                  client: Any) -> dict[str, StudyRecord]:
+    """The stress studies' records with their reserve (:func:`add_reserve` on the workers)."""
+    from distributed import as_completed
+    from tqdm import tqdm
+
+    futures = {
+        client.submit(add_reserve, records[stress], records[rest], str(out_dir), pure=False): stress
+        for stress, rest in pairs.items()
+    }
+    paired = {}
+    with tqdm(total=len(futures), desc="reserve", unit="pair") as bar:
+        for future in as_completed(futures):
+            stress = futures[future]
+            try:
+                paired[stress] = future.result()
+            except Exception as exc:  # noqa: BLE001 - e.g. the worker died on this pair
+                record = records[stress]
+                paired[stress] = replace(record, rest_study=pairs[stress],
+                                         qa=[*record.qa, f"reserve: {error_line(exc)}"])
+            bar.update()
+    return paired
 
 
 def write_summary(path: Path, records: list[StudyRecord]) -> None:

@@ -27,6 +27,9 @@ def _cmd_phantom(args: argparse.Namespace) -> None:
     from .phantom import write_phantom
 
     overrides = dict(_phantom_setting(text) for text in args.set)
+    chosen = {"acquisition": args.acquisition, "state": args.state,
+              "tissue_model": args.tissue_model, "readout": args.readout}
+    overrides.update({name: value for name, value in chosen.items() if value is not None})
     study = write_phantom(args.dest, args.seed, defect=args.defect, overwrite=args.overwrite,
                           **overrides)
     print(study_summary(study))
@@ -57,7 +60,8 @@ def _cmd_analyze(args: argparse.Namespace) -> None:
         pick_device(args.device)
     run_steps(study, steps, model=args.weights, device=args.device, margin_mm=args.margin_mm,
               flow_model=args.model,
-              hematocrit=args.hematocrit, t1_blood_s=args.t1_blood, t1_myocardium_s=args.t1_myocardium)
+              hematocrit=args.hematocrit, t1_blood_s=args.t1_blood, t1_myocardium_s=args.t1_myocardium,
+              dose_ratio=args.dose_ratio)
     print(f"{study.path}: ran {', '.join(steps)}")
 
 
@@ -113,13 +117,24 @@ def _cmd_export_rois(args: argparse.Namespace) -> None:
 
 
 def _cmd_report(args: argparse.Namespace) -> None:
-    from .report import write_report
+    from .report import write_report, write_reserve_report
+    from .reserve import pair_studies, reserve_line
     from .study import Study
 
-    written = write_report(Study.open(args.store), args.out)
+    study = Study.open(args.store)
+    pair = None
+    if args.rest is not None:  # both studies are checked before anything is written
+        pair = pair_studies(study, Study.open(args.rest))
+        for warning in pair.warnings:
+            print(f"perfroi report: warning: {warning}", file=sys.stderr)
+    written = write_report(study, args.out)
+    if pair is not None:
+        written += write_reserve_report(pair, args.out)
     print("wrote:")
     for path in written:
         print(f"  {path}")
+    if pair is not None:
+        print(reserve_line(pair.reserve))
 
 
 def _cmd_info(args: argparse.Namespace) -> None:
@@ -138,7 +153,7 @@ def _cmd_demo(args: argparse.Namespace) -> None:
 
 
 def _cmd_batch(args: argparse.Namespace) -> None:
-    from .batch import count_line, expand_sources, open_client, plan_jobs, run_batch
+    from .batch import count_line, expand_sources, open_client, plan_jobs, read_pairs, run_batch
 
     out_dir = Path(args.out)
     weights = None
@@ -147,9 +162,10 @@ def _cmd_batch(args: argparse.Namespace) -> None:
         if not weights.is_file():
             raise InputError(f"{args.weights}: model weights not found")
     jobs = plan_jobs(expand_sources(args.src), out_dir)
+    pairs = {} if args.pairs is None else read_pairs(Path(args.pairs), jobs)
     with open_client(workers=args.workers, scheduler=args.scheduler) as client:
         records = run_batch(jobs, out_dir, client, force=args.force, weights=weights,
-                            flow_model=args.model)
+                            flow_model=args.model, pairs=pairs)
     print(f"wrote {out_dir / 'summary.csv'}")
     print(count_line(records))
 
@@ -182,6 +198,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--defect", choices=("lad", "rca", "lcx", "none"), default=None,
         help="territory with reduced flow (default: chosen by the seed among lad/rca/lcx)",
     )
+    cmd.add_argument(
+        "--acquisition", choices=("dual-sequence", "single-bolus", "dual-bolus"), default=None,
+        help="dual-sequence: a separate low-resolution AIF series (default); single-bolus: "
+             "none; dual-bolus: a dilute pre-bolus before the main bolus in the same series",
+    )
+    cmd.add_argument("--state", choices=("stress", "rest"), default=None,
+                     help="stress (default) or rest flow and heart rate, same patient")
+    cmd.add_argument("--tissue-model", choices=("fermi", "2cxm"), default=None,
+                     help="myocardial kinetics: Fermi residue (default) or two-compartment "
+                          "exchange")
+    cmd.add_argument(
+        "--readout", choices=("ideal", "scanner"), default=None,
+        help="ideal saturation recovery (default) or a scanner's FLASH readout, whose LV "
+             "blood signal saturates at the bolus peak",
+    )
     cmd.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                      help="override a phantom parameter, e.g. --set hematocrit=0.35 "
                           "--set tissue_model=2cxm --set n_pd_frames=0 (repeatable)")
@@ -212,17 +243,26 @@ def build_parser() -> argparse.ArgumentParser:
                           "present, else 1.65)")
     cmd.add_argument("--t1-myocardium", type=float, default=None,
                      help="flow: native myocardial T1 in s (default 1.05)")
+    cmd.add_argument("--dose-ratio", type=float, default=None, metavar="R",
+                     help="flow: a dual-bolus series (a dilute pre-bolus, then the main bolus): "
+                          "main dose over pre-bolus dose; the AIF is the pre-bolus scaled by R")
     cmd.set_defaults(run=_cmd_analyze)
 
     cmd = commands.add_parser(
         "report", help="flow report: bullseye.png, segments.csv, report.json, curves.png",
         description="Write the flow report of an analysed study: the AHA 16-segment bullseye "
         "(bullseye.png), per-segment MBF and map statistics (segments.csv), the full report "
-        "(report.json) and the AIF and tissue curves (curves.png).",
+        "(report.json) and the AIF and tissue curves (curves.png). With --rest, STORE is the "
+        "stress study and the perfusion reserve (stress / rest) is written too: reserve.csv, "
+        "reserve.json, reserve_bullseye.png and curves_stress_rest.png. The reserve is the MPR "
+        "(MBF ratio) when both studies have absolute MBF, else the MPRI (relative-upslope ratio).",
     )
     cmd.add_argument("store", help="study store (STORE.zarr) analysed with the flow and aha steps")
     cmd.add_argument("--out", required=True, metavar="DIR",
                      help="folder for the report files (created if needed)")
+    cmd.add_argument("--rest", default=None, metavar="REST.zarr",
+                     help="the same patient's rest study, analysed likewise: also write the "
+                          "perfusion reserve files")
     cmd.set_defaults(run=_cmd_report)
 
     cmd = commands.add_parser("export-rois", help="LV circles as CSV and LV-centred crops")
@@ -240,7 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
         "as one independent task: import into DIR/studies/NAME.zarr (a store is copied; inputs "
         "are never written), run every analysis step, write the report into DIR/reports/NAME/, "
         "and write DIR/summary.csv. Studies with a report are skipped unless --force; a failing "
-        "study is recorded in the summary and does not stop the others.",
+        "study is recorded in the summary and does not stop the others. With --pairs, each "
+        "stress study's report folder gains the perfusion reserve files against its rest study "
+        "and its summary row the reserve (index, global, per territory).",
     )
     cmd.add_argument("src", nargs="+", metavar="SRC",
                      help="one study each: DICOM folder, .zip or STORE.zarr; glob patterns allowed")
@@ -258,6 +300,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="segmentation weights (.safetensors, e.g. a fine-tuned model; "
                           "default: the shipped model)")
     _add_flow_model(cmd)
+    cmd.add_argument("--pairs", default=None, metavar="FILE.csv",
+                     help="stress and rest studies of one patient: a CSV file with the columns "
+                          "stress and rest, one pair a row, each a SRC of this batch (relative "
+                          "paths are from the file's folder)")
     cmd.set_defaults(run=_cmd_batch)
 
     cmd = commands.add_parser(

@@ -26,12 +26,15 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 from scipy import ndimage
 
+from .aif_saturation import SaturationResult, check_and_correct
 from .errors import InputError
 from .motion import proton_density_frames
 from .perfusion import MODEL_NAME as FERMI_NAME
 from .perfusion import fermi_flow
 from .segment.postprocess import largest_component
-from .study import LV_BLOOD, MYOCARDIUM, SLICE_LEVELS, TWO_COMPARTMENT_MAPS
+from .semiquant import SemiQuantitative, semiquantitative_indices
+from .study import (LV_BLOOD, MYOCARDIUM, SEMIQUANTITATIVE_MAPS, SLICE_LEVELS,
+                    TWO_COMPARTMENT_MAPS)
 from .two_compartment import MODEL_NAME as TWO_COMPARTMENT_NAME
 from .two_compartment import two_compartment_flow
 
@@ -56,6 +59,7 @@ class FlowSettings:
     relaxivity_per_mm_s: float = RELAXIVITY_PER_MM_S
     flow: str = "blood"
     model: str = "fermi"  # a key of FLOW_MODELS
+    dose_ratio: float | None = None  # dual bolus: main dose over pre-bolus dose
 
 
 @dataclass
@@ -69,6 +73,16 @@ class Aif:
     mask: np.ndarray  # (Y, X) bool, the image pixels of slice `slice` it came from
     foot_s: float
     peak_s: float
+    # What was done to the measured curve: the saturation check (None for a dual-bolus AIF),
+    # the curve before any correction, and how it was built.
+    saturation: SaturationResult | None = None
+    measured_blood_mmol: np.ndarray | None = None
+    construction: str = "measured"
+
+    @property
+    def absolute(self) -> bool:
+        """Whether absolute flow can be computed with this AIF."""
+        return self.saturation is None or self.saturation.trusted
 
 
 @dataclass
@@ -184,18 +198,118 @@ def _brightest(curves: np.ndarray, keep: np.ndarray) -> np.ndarray:
 
 
 def aif_from_pixels(pixels: AifPixels, settings: FlowSettings) -> Aif:
-    """The AIF (blood concentration) of ``pixels`` with the native blood T1 of ``settings``."""
+    """The AIF (blood concentration) of ``pixels`` with the native blood T1 of ``settings``:
+    checked for saturation and desaturated where that can be trusted
+    (:mod:`~napari_perfroi.aif_saturation`), or built from the pre-bolus of a dual-bolus
+    acquisition when ``settings.dose_ratio`` is given."""
     curves, times, keep = pixels.curves, pixels.times_s, pixels.keep
-    foot, peak = bolus_foot(curves.mean(axis=0), keep)
+    mean_curve = curves.mean(axis=0)
+    if settings.dose_ratio is not None:
+        return _dual_bolus_aif(pixels, mean_curve, settings)
+    foot, peak = bolus_foot(mean_curve, keep)
     base = baseline_frames(times, keep, times[foot])
     signal, baseline = noise_corrected(curves, base)
-    blood = signal_to_concentration(
-        signal.mean(axis=0), baseline.mean(), settings.t1_blood_s, pixels.saturation_time_s,
-        settings.relaxivity_per_mm_s,
-    )
-    blood = np.where(keep, blood, np.nan)
+    signal, baseline = signal.mean(axis=0), float(baseline.mean())
+
+    def convert(saturation_time_s):
+        return signal_to_concentration(signal, baseline, settings.t1_blood_s, saturation_time_s,
+                                       settings.relaxivity_per_mm_s)
+
+    blood = np.where(keep, convert(pixels.saturation_time_s), np.nan)
+    kept = np.flatnonzero(keep)
+    saturation = check_and_correct(
+        times[kept], blood[kept], int(np.searchsorted(kept, foot)),
+        lambda ts: convert(ts)[kept], pixels.saturation_time_s,
+        _peak_recovery(signal[kept].max(), baseline, settings.t1_blood_s,
+                       pixels.saturation_time_s))
+    measured = blood
+    if saturation.corrected is not None:
+        blood = blood.copy()
+        blood[kept] = saturation.corrected
     return Aif(blood, times, pixels.source, pixels.slice, pixels.mask, float(times[foot]),
-               float(times[peak]))
+               float(times[peak]), saturation, measured)
+
+
+def _peak_recovery(peak_signal: float, baseline: float, t1_s: float,
+                   saturation_time_s: float | None) -> float | None:
+    """Fraction of the fully recovered signal reached at the peak (saturation recovery)."""
+    if saturation_time_s is None or baseline <= 0:
+        return None
+    return float(peak_signal / baseline * (1.0 - np.exp(-saturation_time_s / t1_s)))
+
+
+def _dual_bolus_aif(pixels: AifPixels, mean_curve: np.ndarray, settings: FlowSettings) -> Aif:
+    """The AIF of a dual-bolus series: the dilute pre-bolus, unsaturated, as measured up to
+    the main bolus; then the pre-bolus scaled by the dose ratio and moved to the main
+    bolus's foot, on top of the pre-bolus's last level, for as long as the pre-bolus was
+    seen alone; then the measured curve, dilute again by then."""
+    times, keep = pixels.times_s, pixels.keep
+    boluses = split_boluses(mean_curve, keep)
+    if boluses is None:
+        raise InputError("a dose ratio was given but the AIF curve does not show two boluses "
+                         "(a dilute pre-bolus, then the main bolus)")
+    pre_foot, main_foot = boluses
+    base = baseline_frames(times, keep, times[pre_foot])
+    signal, baseline = noise_corrected(pixels.curves, base)
+    measured = signal_to_concentration(signal.mean(axis=0), baseline.mean(), settings.t1_blood_s,
+                                       pixels.saturation_time_s, settings.relaxivity_per_mm_s)
+    measured = np.where(keep, measured, np.nan)
+    window = keep & (np.arange(times.size) < main_foot)
+    pre_times, pre_blood = times[window], measured[window]
+    tail = float(np.mean(pre_blood[-3:]))  # the pre-bolus's level under the main bolus
+    shift = times[main_foot] - times[pre_foot]
+    scaled = settings.dose_ratio * np.interp(times - shift, pre_times, pre_blood, left=0.0)
+    # Past the scaled pre-bolus's window the main bolus is dilute enough to be read as is.
+    during_main = (times >= times[main_foot]) & (times - shift <= pre_times[-1])
+    blood = np.where(during_main, tail + scaled, measured)
+    blood = np.where(keep, blood, np.nan)
+    peak = int(np.nanargmax(blood))
+    # The tissue baseline lies before the first (pre-)bolus.
+    return Aif(blood, times, pixels.source, pixels.slice, pixels.mask, float(times[pre_foot]),
+               float(times[peak]), None, measured,
+               f"dual bolus: pre-bolus x {settings.dose_ratio:g}")
+
+
+def first_foot(curve: np.ndarray, keep: np.ndarray, settings: FlowSettings) -> int:
+    """Frame index of the first contrast arrival: the pre-bolus's foot in a dual-bolus study."""
+    if settings.dose_ratio is not None:
+        boluses = split_boluses(curve, keep)
+        if boluses is not None:
+            return boluses[0]
+    return bolus_foot(curve, keep)[0]
+
+
+def split_boluses(curve: np.ndarray, keep: np.ndarray) -> tuple[int, int] | None:
+    """(pre-bolus foot, main-bolus foot) frame indices of a dual-bolus blood curve, or None.
+
+    The main bolus peaks highest; its foot is the last frame before its half rise at most
+    ``FOOT_FRACTION`` of its rise above the valley between the boluses. The pre-bolus is
+    the part before that foot, and must rise clearly above the baseline noise.
+    """
+    frames = np.flatnonzero(keep)
+    values = curve[frames]
+    main_peak = int(np.argmax(values))
+    if main_peak < 6:
+        return None
+    # From the main bolus's half rise (above anything the dilute pre-bolus reaches), walk
+    # back while the curve (3-frame mean, against noise) still falls: the valley before it.
+    smooth = np.convolve(np.pad(values, 1, mode="edge"), np.ones(3) / 3.0, mode="valid")
+    start = float(np.median(values[:3]))
+    valley = int(np.argmax(values > start + 0.5 * (values[main_peak] - start)))
+    while valley > 0 and smooth[valley - 1] < smooth[valley]:
+        valley -= 1
+    rise = values[main_peak] - values[valley]
+    below = np.flatnonzero(values[valley : main_peak + 1] <= values[valley] + FOOT_FRACTION * rise)
+    main_foot = valley + int(below[-1])
+    pre = values[:main_foot]
+    if pre.size < 6:
+        return None
+    noise = float(np.std(np.diff(pre[:4]))) if pre.size >= 4 else 0.0
+    if pre.max() - start <= max(5.0 * noise, 0.02 * rise):
+        return None
+    pre_foot, _ = bolus_foot(np.concatenate([pre, np.full(values.size - pre.size, pre[-1])]),
+                             np.ones(values.size, bool))
+    return int(frames[pre_foot]), int(frames[main_foot])
 
 
 def find_aif_pixels(study, images, reference_labels: np.ndarray,
@@ -348,15 +462,40 @@ def fit_curves(curves, times, aif_here, settings: FlowSettings):
     return fit(curves, aif_here, times, hematocrit=settings.hematocrit, flow=settings.flow)
 
 
+def slice_indices(series: SliceSeries, rows, cols, lv_rows, lv_cols, motion_k: np.ndarray,
+                  aif: Aif) -> SemiQuantitative | None:
+    """Semi-quantitative indices of the signal curves of reference pixels (rows, cols) of a
+    slice against its own LV blood pool (pixels lv_rows, lv_cols); None without LV pixels.
+
+    ``rows``/``cols`` may be (N,) pixels or a list of pixel groups whose per-frame median
+    curves are used (AHA segments)."""
+    if len(lv_rows) == 0:
+        return None
+    keep = series.keep
+    base = baseline_frames(series.times_s, keep, aif.foot_s)[keep]
+    lv = sample_moved(series.frames, lv_rows, lv_cols, motion_k).mean(axis=0)[keep]
+    if isinstance(rows, list):
+        tissue = np.stack([np.median(sample_moved(series.frames, r, c, motion_k), axis=0)
+                           for r, c in zip(rows, cols)])
+    else:
+        tissue = sample_moved(series.frames, rows, cols, motion_k)
+    return semiquantitative_indices(tissue[:, keep], lv, series.times_s[keep], base)
+
+
 # ----------------------------------------------------------------------------- the step
 def settings_of(study, **options) -> FlowSettings:
     hematocrit = options.get("hematocrit")
     model = options.get("flow_model") or "fermi"
     if model not in FLOW_MODELS:
         raise InputError(f"unknown flow model {model!r}; available: {', '.join(FLOW_MODELS)}")
+    dose_ratio = options.get("dose_ratio")
+    if dose_ratio is not None and not 1.0 < float(dose_ratio) < 1000.0:
+        raise InputError(f"the dual-bolus dose ratio (main over pre-bolus dose) must be above 1, "
+                         f"got {dose_ratio}")
     return FlowSettings(
         hematocrit=float(study.attrs["hematocrit"] if hematocrit is None else hematocrit),
         model=model,
+        dose_ratio=None if dose_ratio is None else float(dose_ratio),
         **{key: float(options[key]) for key in ("t1_blood_s", "t1_myocardium_s") if options.get(key)},
     )
 
@@ -379,19 +518,20 @@ def compute_flow(study, progress: Callable[[int, int], None] | None = None, **op
     """The flow step: write ``mbf``, ``mbf_fit_error`` (and ``ps``, ``vp``, ``ve`` with the
     two-compartment model), ``aif_mask`` and the AIF part of the ``report`` attribute.
     Options: ``flow_model`` ("fermi" or "2cxm"), ``hematocrit``, ``t1_blood_s``,
-    ``t1_myocardium_s``."""
+    ``t1_myocardium_s``, ``dose_ratio`` (a dual-bolus series: main over pre-bolus dose)."""
     from . import __version__
 
     settings = settings_of(study, **options)
     if not 0.0 <= settings.hematocrit < 1.0:
         raise InputError(f"hematocrit must be in [0, 1), got {settings.hematocrit}")
     labels = reference_labels(study)
+    spacing = study.pixel_spacing_mm
     motion = study.read("motion").astype(float)
     images = read_images(study)
     aif_pixels = find_aif_pixels(study, images, labels, motion)
     blood_t1_source = "given" if options.get("t1_blood_s") else "assumed"
     if not options.get("t1_blood_s"):
-        foot = bolus_foot(aif_pixels.curves.mean(axis=0), aif_pixels.keep)[0]
+        foot = first_foot(aif_pixels.curves.mean(axis=0), aif_pixels.keep, settings)
         measured = blood_t1_from_pd_frames(study, images, labels, motion, settings,
                                            float(aif_pixels.times_s[foot]))
         if measured is not None:
@@ -403,15 +543,22 @@ def compute_flow(study, progress: Callable[[int, int], None] | None = None, **op
     fit_error = np.full_like(mbf, np.nan)
     extra = ({name: np.full_like(mbf, np.nan) for name in TWO_COMPARTMENT_MAPS}
              if settings.model == "2cxm" else {})
+    indices = {name: np.full_like(mbf, np.nan) for name in SEMIQUANTITATIVE_MAPS}
     for k in range(n_s):
         rows, cols = np.nonzero(labels[k] == MYOCARDIUM)
         if rows.size:
-            fit = fit_curves(*tissue_curves(slice_series(study, images, k), rows, cols,
-                                            motion[k], aif, settings), settings)
+            series = slice_series(study, images, k)
+            fit = fit_curves(*tissue_curves(series, rows, cols, motion[k], aif, settings),
+                             settings)
             mbf[k, rows, cols] = fit.mbf
             fit_error[k, rows, cols] = fit.fit_error
             for name, values in extra.items():
                 values[k, rows, cols] = getattr(fit, name)
+            semi = slice_indices(series, rows, cols, *np.nonzero(lv_core(labels[k], spacing)),
+                                 motion[k], aif)
+            for name, values in indices.items():
+                if semi is not None:
+                    values[k, rows, cols] = getattr(semi, name)
         if progress is not None:
             progress(k + 1, n_s)
     aif_mask = np.zeros((n_s, n_y, n_x), dtype=np.uint8)
@@ -423,11 +570,14 @@ def compute_flow(study, progress: Callable[[int, int], None] | None = None, **op
             study.write(name, extra[name])
         else:
             study.remove(name)
+    for name, values in indices.items():
+        study.write(name, values)
     if aif.source != "manual":
         study.write("aif_mask", aif_mask)
         study.update_attrs(aif_roi="auto")
     plasma = aif.blood_mmol / (1.0 - settings.hematocrit)
     valid = np.isfinite(plasma)
+    measured = aif.measured_blood_mmol / (1.0 - settings.hematocrit)
     # A new report: the aha step's part belonged to the previous map.
     report = dict(
         model=FLOW_MODELS[settings.model],
@@ -442,14 +592,26 @@ def compute_flow(study, progress: Callable[[int, int], None] | None = None, **op
         aif_foot_s=aif.foot_s,
         aif_peak_s=aif.peak_s,
         aif_peak_mmol=float(np.nanmax(plasma)),
+        aif_measured=[round(float(v), 5) for v in measured[valid]],
+        aif_construction=aif.construction,
+        aif_saturation=None if aif.saturation is None else aif.saturation.as_report(),
+        absolute_mbf=aif.absolute,
         conversion=_conversion_text(study, aif, settings, blood_t1_source),
     )
     study.update_attrs(report=report)
     study.record_step("flow", asdict(settings) | {"aif_source": aif.source}, __version__)
     pixels = int(np.isfinite(mbf).sum())
+    aif_text = (f"AIF: {aif.source}, slice {aif.slice + 1}, plasma peak "
+                f"{report['aif_peak_mmol']:.1f} mmol/L")
+    if aif.construction != "measured":
+        aif_text += f" ({aif.construction})"
+    if aif.saturation is not None and aif.saturation.saturated:
+        aif_text += f"; {aif.saturation.verdict}"
+    if not aif.absolute:
+        return (f"no absolute MBF for {pixels} myocardium pixels: {aif_text}")
     return (f"MBF map of {pixels} myocardium pixels, median {np.nanmedian(mbf):.2f} mL/min/g "
-            f"({settings.model}, {settings.flow} flow, hematocrit {settings.hematocrit:.2f}); AIF: {aif.source}, "
-            f"slice {aif.slice + 1}, plasma peak {report['aif_peak_mmol']:.1f} mmol/L")
+            f"({settings.model}, {settings.flow} flow, hematocrit {settings.hematocrit:.2f}); "
+            + aif_text)
 
 
 def _conversion_text(study, aif: Aif, settings: FlowSettings, blood_t1_source: str) -> str:
@@ -481,15 +643,19 @@ def segment_fits(study, images, motion: np.ndarray, aha_map: np.ndarray, labels:
             continue
         series = slice_series(study, images, k)
         inner = ndimage.binary_erosion(labels[k] == MYOCARDIUM)
-        medians = []
+        medians, pixels = [], []
         for n in present:
             in_segment = aha_map[k] == n
             chosen = in_segment & inner if (in_segment & inner).sum() >= 3 else in_segment
             rows, cols = np.nonzero(chosen)
+            pixels.append((rows, cols))
             curves, times, aif_here = tissue_curves(series, rows, cols, motion[k], aif, settings)
             # The median resists pixels mixed with blood where the labels are a pixel off.
             medians.append(np.nanmedian(curves, axis=0))
         fit = fit_curves(np.stack(medians), times, aif_here, settings)
+        semi = slice_indices(series, [r for r, _ in pixels], [c for _, c in pixels],
+                             *np.nonzero(lv_core(labels[k], study.pixel_spacing_mm)), motion[k],
+                             aif)
         for i, n in enumerate(present):
             results[n - 1] = {
                 "slice": k,
@@ -502,7 +668,24 @@ def segment_fits(study, images, motion: np.ndarray, aha_map: np.ndarray, labels:
             for name in TWO_COMPARTMENT_MAPS:
                 if getattr(fit, name) is not None:  # a two-compartment fit
                     results[n - 1][name] = round(float(getattr(fit, name)[i]), 4)
+            results[n - 1]["semiquant"] = None if semi is None else {
+                name: _finite_or_none(getattr(semi, name)[i]) for name in SEMIQUANTITATIVE_MAPS}
     return results
+
+
+def _aif_flags(report: dict, aif: Aif, has_aif_series: bool) -> list[str]:
+    """QA lines about the AIF: its saturation check, or the risk it could not see."""
+    saturation = report.get("aif_saturation") or {}
+    if saturation.get("saturated"):
+        return [saturation["verdict"]]
+    if aif.source == "auto" and not has_aif_series and saturation:
+        return ["AIF from the LV blood pool of the perfusion images: no saturation found, but "
+                "a mild one does not show in the curve's shape and would overestimate flow"]
+    return []
+
+
+def _finite_or_none(value) -> float | None:
+    return round(float(value), 5) if np.isfinite(value) else None
 
 
 def recorded_settings(study) -> FlowSettings:
@@ -548,14 +731,17 @@ def compute_segments(study, progress: Callable[[int, int], None] | None = None, 
     fits = segment_fits(study, images, motion, geometry.aha, labels, aif, settings)
     if progress is not None:
         progress(1, 1)
-    segment_mbf = [None if f is None else round(f["mbf"], 4) for f in fits]
+    absolute = bool(attrs.get("report", {}).get("absolute_mbf", True))
+    # Without a trustworthy AIF there is no absolute flow to report, only the indices.
+    segment_mbf = [None if f is None or not absolute else round(f["mbf"], 4) for f in fits]
     imaged = [v for v in segment_mbf if v is not None]
-    by_segment = dict(enumerate(segment_mbf, start=1))
+    segment_semiquant = [None if f is None else f["semiquant"] for f in fits]
+    relative_upslope = [None if s is None else s["relative_upslope"] for s in segment_semiquant]
+    # The territories are ranked by flow, or by relative upslope when there is no flow.
+    by_segment = dict(enumerate(segment_mbf if absolute else relative_upslope, start=1))
     segmented = attrs["steps"].get("segment", {}).get("parameters", {})
     qa = uncertainty_flags(segmented.get("uncertain_slices", [])) + list(geometry.messages)
-    if aif.source == "auto" and not study.has("aif_image"):
-        qa.append("AIF from the LV blood pool of the perfusion images: its peak may be "
-                  "saturated, which overestimates flow")
+    qa += _aif_flags(attrs.get("report", {}), aif, study.has("aif_image"))
     qa += [f"segment {n}: poor fit (relative residual {f['fit_error']:.2f})"
            for n, f in enumerate(fits, start=1) if f is not None and f["fit_error"] > POOR_FIT_ERROR]
     after_peak = float(np.max(study.frame_times_s)) - aif.peak_s
@@ -575,14 +761,19 @@ def compute_segments(study, progress: Callable[[int, int], None] | None = None, 
                          *TWO_COMPARTMENT_MAPS) if k in f} for f in fits],
         global_mbf=round(float(np.mean(imaged)), 4) if imaged else None,
         rv_insertion_deg=[[round(float(a), 2) for a in pair] for pair in geometry.rv_insertion_deg],
-        territory_mbf=territory_means(by_segment),
+        territory_mbf=territory_means(dict(enumerate(segment_mbf, start=1))),
         lowest_territory=lowest_territory(by_segment),
+        segment_semiquant=segment_semiquant,
         qa=qa,
     )
     study.write("aha", geometry.aha)
     study.update_attrs(report=report)
     study.record_step("aha", {"poor_fit_error": POOR_FIT_ERROR}, __version__)
     worst = report["lowest_territory"]
+    if not absolute:
+        return (f"{sum(f is not None for f in fits)} segments, no absolute MBF (see QA)"
+                + (f", lowest territory {worst.upper()} by relative upslope" if worst else "")
+                + f"; {len(qa)} QA flag(s)")
     return (f"{len(imaged)} segments, global MBF {report['global_mbf']:.2f} mL/min/g"
             + (f", lowest territory {worst.upper()}" if worst else "")
             + (f"; {len(qa)} QA flag(s)" if qa else ""))

@@ -96,6 +96,6 @@ def run_step(
     ``progress(done, total)`` may raise (e.g. :class:`~.progress.Cancelled`)
     to stop the step before it writes anything. Options: ``model`` (weights
     path) and ``device`` for segment, ``margin_mm`` for roi, ``hematocrit``,
-    ``t1_blood_s`` and ``t1_myocardium_s`` for flow.
+    ``t1_blood_s``, ``t1_myocardium_s``, ``flow_model`` and ``dose_ratio`` for flow.
     """
     return STEPS[name](study, progress, options)

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .aha import LEVEL_SEGMENTS, TERRITORIES
-from .study import TWO_COMPARTMENT_MAPS, StoreError, atomic_write_bytes, atomic_write_text
+from .study import (SEMIQUANTITATIVE_MAPS, TWO_COMPARTMENT_MAPS, StoreError, atomic_write_bytes,
+                    atomic_write_text)
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
     from matplotlib.patches import Wedge
 
+    from .reserve import Reserve, StressRest
     from .study import Study
 
 
@@ -137,7 +139,8 @@ REQUIRED_REPORT_KEYS = (
     "model", "flow", "hematocrit", "aif", "aif_times_s",
     "segment_mbf", "segment_stats", "segment_curves", "global_mbf",
 )
-SEGMENT_COLUMNS = ("segment", "name", "level", "territory", "mbf", "mean", "median", "sd", "pixels")
+SEGMENT_COLUMNS = ("segment", "name", "level", "territory", "mbf", "mean", "median", "sd", "pixels",
+                   *SEMIQUANTITATIVE_MAPS)
 _SIX_WALLS = ("anterior", "anteroseptal", "inferoseptal", "inferior", "inferolateral",
               "anterolateral")
 _WALLS = {
@@ -290,13 +293,26 @@ def draw_curves(
     aif_ax = ax.twinx()
     (aif_line,) = aif_ax.plot(report["aif_times_s"], report["aif"], "--", color="black",
                               linewidth=1.4, label="AIF, plasma (right axis)")
+    aif_lines = [aif_line]
+    measured = report.get("aif_measured")
+    if measured is not None and not np.allclose(measured, report["aif"], rtol=1e-3, atol=1e-3):
+        (measured_line,) = aif_ax.plot(report["aif_times_s"], measured, ":", color="dimgray",
+                                       linewidth=1.4, label=_measured_aif_label(report))
+        aif_lines.append(measured_line)
     aif_ax.set_ylabel("AIF plasma concentration (mmol/L)")
     ax.set_ylim(bottom=min(0.0, ax.get_ylim()[0]))
     aif_ax.set_ylim(bottom=min(0.0, aif_ax.get_ylim()[0]))
-    aif_ax.legend(handles=[aif_line, *handles], fontsize=7, loc="upper right",
+    aif_ax.legend(handles=[*aif_lines, *handles], fontsize=7, loc="upper right",
                   ncol=1 + len(handles) // 7, title="markers: measured, lines: model fit",
                   title_fontsize=7)
     return aif_ax
+
+
+def _measured_aif_label(report: dict[str, Any]) -> str:
+    """Legend of the measured AIF where the AIF used differs from it."""
+    if report.get("aif_construction", "measured") == "measured":
+        return "AIF as measured, saturated (right axis)"
+    return f"AIF as measured, before the {report['aif_construction']} (right axis)"
 
 
 def flow_report(study: Study) -> dict[str, Any]:
@@ -317,14 +333,18 @@ def flow_report(study: Study) -> dict[str, Any]:
 def segment_table(report: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per AHA segment 1-16 (:data:`SEGMENT_COLUMNS`); None where not imaged.
 
-    ``mbf`` is the flow fitted to the segment's median curve; ``mean``,
-    ``median``, ``sd`` and ``pixels`` describe the pixel-wise map. A two-compartment
+    ``mbf`` is the flow fitted to the segment's median curve (None without a
+    trustworthy AIF); ``mean``, ``median``, ``sd`` and ``pixels`` describe the
+    pixel-wise map; the semi-quantitative indices come from the segment's median
+    signal curve. A two-compartment
     run adds the segment fit's ``ps``, ``vp`` and ``ve``.
     """
     rows = []
     two_compartment = report.get("flow_model") == "2cxm"
-    for segment, mbf, stats, curves in zip(range(1, 17), report["segment_mbf"],
-                                           report["segment_stats"], report["segment_curves"]):
+    indices = report.get("segment_semiquant") or [None] * 16
+    for segment, mbf, stats, curves, semi in zip(range(1, 17), report["segment_mbf"],
+                                                 report["segment_stats"],
+                                                 report["segment_curves"], indices):
         stats = stats or {}
         fitted = {key: (curves or {}).get(key) for key in TWO_COMPARTMENT_MAPS}
         rows.append({
@@ -335,6 +355,7 @@ def segment_table(report: dict[str, Any]) -> list[dict[str, Any]]:
             "mbf": mbf,
             **{key: stats.get(key) for key in ("mean", "median", "sd")},
             "pixels": int(stats.get("pixels") or 0),
+            **{key: (semi or {}).get(key) for key in SEMIQUANTITATIVE_MAPS},
             **(fitted if two_compartment else {}),
         })
     return rows
@@ -378,9 +399,12 @@ def _number(value: float | None) -> str:
 def _bullseye_figure(name: str, report: dict[str, Any]) -> Figure:
     from matplotlib.figure import Figure
 
-    units = report.get("units", "mL/min/g")
     fig = Figure(figsize=(6.4, 5.6), layout="constrained")
     ax = fig.add_subplot()
+    if not report.get("absolute_mbf", True):
+        _relative_upslope_bullseye(fig, ax, name, report)
+        return fig
+    units = report.get("units", "mL/min/g")
     draw_bullseye(ax, report["segment_mbf"], units=f"MBF ({units})")
     summary = f"global {_number(report['global_mbf'])} {units}"
     territories = report.get("territory_mbf") or {}
@@ -392,10 +416,33 @@ def _bullseye_figure(name: str, report: dict[str, Any]) -> Figure:
         summary += f" (lowest {TERRITORY_NAMES[report['lowest_territory']]})"
     fig.suptitle(f"{name}: MBF per AHA segment, fitted to each segment's median curve\n"
                  f"{_flow_summary(report)}\n{summary}", fontsize=9)
+    _qa_text(fig, report)
+    return fig
+
+
+def _relative_upslope_bullseye(fig: Figure, ax: Axes, name: str, report: dict[str, Any]) -> None:
+    """The bullseye of a study without absolute flow: each segment's relative upslope."""
+    values = relative_upslope_percent(report)
+    draw_bullseye(ax, values, vmax=max([20.0, *filter(None, values)]), cmap="viridis",
+                  units="relative upslope (% of the LV blood pool's)")
+    lowest = report.get("lowest_territory")
+    fig.suptitle(f"{name}: absolute MBF not available (AIF saturated)\n"
+                 f"relative upslope per AHA segment, semi-quantitative"
+                 + (f"\nlowest {TERRITORY_NAMES[lowest]}" if lowest else ""), fontsize=9)
+    _qa_text(fig, report)
+
+
+def relative_upslope_percent(report: dict[str, Any]) -> list[float | None]:
+    """Each segment's relative upslope in per cent (None where not imaged)."""
+    return [None if s is None or s.get("relative_upslope") is None
+            else 100.0 * s["relative_upslope"] for s in report.get("segment_semiquant") or
+            [None] * 16]
+
+
+def _qa_text(fig: Figure, report: dict[str, Any]) -> None:
     if report.get("qa"):
         fig.text(0.02, 0.01, "QA: " + "; ".join(report["qa"]), fontsize=7, color="firebrick",
                  wrap=True)
-    return fig
 
 
 def _curves_figure(name: str, report: dict[str, Any]) -> Figure:
@@ -450,3 +497,137 @@ def _json_safe(value: Any) -> Any:
     if isinstance(value, list):
         return [_json_safe(item) for item in value]
     return value
+
+
+# ---------------------------------------------------------------- stress and rest
+
+RESERVE_FILES = ("reserve.csv", "reserve.json", "reserve_bullseye.png", "curves_stress_rest.png")
+RESERVE_COLUMNS = ("segment", "name", "level", "territory", "stress", "rest", "reserve", "index")
+# Red below the ischaemic threshold, yellow at it, green above: the scale runs from 0
+# to twice the threshold.
+RESERVE_COLOURS = "RdYlGn"
+
+
+def reserve_table(reserve: Reserve) -> list[dict[str, Any]]:
+    """One row per AHA segment 1-16 (:data:`RESERVE_COLUMNS`): the stress and rest values
+    the index divides (MBF in mL/min/g or relative upslope), their ratio and the index;
+    None where a study has no usable value."""
+    return [
+        {"segment": segment, "name": SEGMENT_NAMES[segment], "level": SEGMENT_LEVEL[segment],
+         "territory": SEGMENT_TERRITORY[segment], "stress": stress, "rest": rest,
+         "reserve": ratio, "index": reserve.index}
+        for segment, stress, rest, ratio in zip(range(1, 17), reserve.stress, reserve.rest,
+                                                reserve.segments)
+    ]
+
+
+def reserve_document(pair: StressRest) -> dict[str, Any]:
+    """The content of reserve.json: the index, both studies (name, model, QA), the
+    reserve per segment, per territory and globally, and the pair's QA."""
+    from dataclasses import asdict
+
+    reserve = pair.reserve
+    studies = {}
+    for role, name, report in (("stress", pair.stress_name, pair.stress_report),
+                               ("rest", pair.rest_name, pair.rest_report)):
+        studies[role] = {"study": name, "model": report["model"], "flow": report["flow"],
+                         "absolute_mbf": report.get("absolute_mbf", True),
+                         "qa": list(report.get("qa", []))}
+    return {
+        "index": reserve.index,
+        "quantity": reserve.quantity,
+        "ischaemic_threshold": reserve.threshold,
+        **studies,
+        "segments": reserve_table(reserve),
+        "territories": {name: asdict(pooled) for name, pooled in reserve.territories.items()},
+        "global": asdict(reserve.overall),
+        "qa": pair.warnings + reserve.qa,
+    }
+
+
+def write_reserve_report(pair: StressRest, out_dir: str | Path) -> list[Path]:
+    """Write reserve.csv, reserve.json, reserve_bullseye.png and curves_stress_rest.png
+    (:data:`RESERVE_FILES`) into ``out_dir``, each replaced atomically."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table, document, bullseye, curves = (out_dir / name for name in RESERVE_FILES)
+    atomic_write_text(table, _segments_csv(reserve_table(pair.reserve)))
+    atomic_write_text(document, json.dumps(
+        _json_safe(reserve_document(pair)), indent=2, allow_nan=False) + "\n")
+    _save_figure(reserve_bullseye_figure(pair), bullseye)
+    _save_figure(_stress_rest_curves_figure(pair), curves)
+    return [table, document, bullseye, curves]
+
+
+def reserve_bullseye_figure(pair: StressRest) -> Figure:
+    """The reserve per AHA segment as a bullseye (values written in) on a fixed scale
+    from 0 to twice the index's ischaemic threshold, marked on the colour bar."""
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+    from matplotlib.figure import Figure
+
+    reserve = pair.reserve
+    fig = Figure(figsize=(6.4, 5.8), layout="constrained")
+    ax = fig.add_subplot()
+    top = 2 * reserve.threshold
+    draw_bullseye(ax, reserve.segments, vmax=top, cmap=RESERVE_COLOURS, colorbar=False)
+    label = (f"{reserve.index}, stress / rest\n"
+             f"black line: ischaemic threshold {reserve.threshold:.1f}")
+    bar = fig.colorbar(ScalarMappable(Normalize(0.0, top), RESERVE_COLOURS), ax=ax, shrink=0.75,
+                       extend="max", label=label)
+    bar.ax.axhline(reserve.threshold, color="black", linewidth=2.5)
+    summary = f"global {_number(reserve.overall.reserve)}; " + ", ".join(
+        f"{TERRITORY_NAMES[name]} {_number(pooled.reserve)}"
+        for name, pooled in reserve.territories.items())
+    models = _stress_and_rest(*(f"model {report['model']}"
+                                for report in (pair.stress_report, pair.rest_report)))
+    fig.suptitle(f"{pair.stress_name} (stress) / {pair.rest_name} (rest): {reserve.index}\n"
+                 f"{models}\n{summary} (ratios of territory means)", fontsize=9)
+    qa = pair.warnings + reserve.qa
+    if qa:
+        fig.text(0.02, 0.01, "QA: " + "; ".join(qa), fontsize=7, color="firebrick", wrap=True)
+    return fig
+
+
+def _stress_rest_curves_figure(pair: StressRest) -> Figure:
+    """Per slice level, the stress (left) and rest (right) AIF and tissue curves on the
+    same concentration scales."""
+    from matplotlib.figure import Figure
+
+    studies = (("stress", pair.stress_name, pair.stress_report),
+               ("rest", pair.rest_name, pair.rest_report))
+    panels = [(level, segments) for level, segments in LEVEL_SEGMENTS.items()
+              if any(report["segment_curves"][s - 1] for *_, report in studies for s in segments)]
+    panels = panels or [("no tissue curves", [])]
+    fig = Figure(figsize=(13.0, 0.8 + 3.2 * len(panels)), layout="constrained")
+    axes = fig.subplots(len(panels), 2, squeeze=False)
+    aif_axes = []
+    for row, (level, segments) in zip(axes, panels):
+        for ax, (role, name, report) in zip(row, studies):
+            aif_axes.append(draw_curves(ax, report, segments))
+            curves = [report["segment_curves"][s - 1] for s in segments]
+            slices = sorted({curve["slice"] for curve in curves if curve})
+            where = f" (slice {', '.join(map(str, slices))})" if slices else " (not imaged)"
+            ax.set_title(f"{role}, {name}: {level}{where}", fontsize=9)
+    _common_limits(list(axes.ravel()), "x")
+    _common_limits(list(axes.ravel()), "y")
+    _common_limits(aif_axes, "y")
+    models = _stress_and_rest(*(
+        f"{report['flow']} flow, hematocrit {report['hematocrit']:.2f}, {report['model']}"
+        for report in (pair.stress_report, pair.rest_report)))
+    fig.suptitle(f"{pair.stress_name} (stress) and {pair.rest_name} (rest): AIF and tissue "
+                 f"curves on common scales\n{models}", fontsize=9)
+    return fig
+
+
+def _stress_and_rest(stress: str, rest: str) -> str:
+    """Descriptions of the stress and rest studies: once when they agree, else a line each."""
+    return f"stress and rest: {stress}" if stress == rest else f"stress: {stress}\nrest: {rest}"
+
+
+def _common_limits(axes: list[Axes], which: str) -> None:
+    """Give every axes in ``axes`` the ``which`` ("x" or "y") range that covers them all."""
+    limits = [getattr(ax, f"get_{which}lim")() for ax in axes]
+    span = (min(low for low, _ in limits), max(high for _, high in limits))
+    for ax in axes:
+        getattr(ax, f"set_{which}lim")(span)

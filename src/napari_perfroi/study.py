@@ -40,6 +40,9 @@ REQUIRED_ATTRS = (
 )
 SLICE_LEVELS = ("basal", "mid", "apical")
 TWO_COMPARTMENT_MAPS = ("ps", "vp", "ve")  # written with mbf by a two-compartment flow run
+# Written by every flow run: the semi-quantitative first-pass indices (semiquant.py).
+SEMIQUANTITATIVE_MAPS = ("upslope", "relative_upslope", "peak_enhancement", "relative_peak",
+                         "time_to_peak_s", "first_pass_auc")
 # Arrays a step may write, with their dtype and the axes they share with image.
 DERIVED_ARRAYS = {
     "labels": ("uint8", "STYX"),
@@ -52,6 +55,7 @@ DERIVED_ARRAYS = {
     "mbf": ("float32", "SYX"),
     "mbf_fit_error": ("float32", "SYX"),
     **dict.fromkeys(TWO_COMPARTMENT_MAPS, ("float32", "SYX")),
+    **dict.fromkeys(SEMIQUANTITATIVE_MAPS, ("float32", "SYX")),
     "aif_mask": ("uint8", "SYX"),
     "aha": ("uint8", "SYX"),
 }

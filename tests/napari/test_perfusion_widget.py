@@ -296,3 +296,24 @@ def test_input_error_is_one_status_line(make_napari_viewer, qtbot, phantom_store
     assert not Study.open(phantom_store).has("mbf")
     assert L.MBF_LAYER not in [layer.name for layer in viewer.layers]
     assert widget.compute_button.isEnabled()
+
+
+def test_saturated_aif_shows_relative_upslope_instead_of_flow(make_napari_viewer, qtbot, tmp_path):
+    """A single-bolus study whose AIF is saturated beyond correction: Compute reports no
+    absolute MBF, and the bullseye and the segment line show the relative upslope."""
+    from napari_perfroi.phantom import write_phantom
+
+    study = write_phantom(tmp_path / "saturated.zarr", 21, "lad", acquisition="single-bolus",
+                          readout="scanner", readout_pulses=15, r2star_per_mm_s=60.0,
+                          echo_time_s=0.002, n_dynamics=40)
+    study.write("labels", study.read("truth/labels"))
+    study.write("motion", study.read("truth/motion"))
+    viewer, widget = _open(make_napari_viewer, study.path)
+    assert widget.dose_ratio.value() == 0.0 and widget.dose_ratio.text() == "single"
+    _compute(qtbot, widget)
+    report = widget.report
+    assert not report["absolute_mbf"] and report["segment_mbf"] == [None] * 16
+    assert "absolute MBF is not available" in widget.summary.text()
+    _click_bullseye(qtbot, widget, 3)
+    assert widget.selected_segment == 3
+    assert "relative upslope" in widget.segment_label.text()

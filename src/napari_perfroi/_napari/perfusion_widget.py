@@ -53,6 +53,7 @@ from ..report import (
     draw_bullseye,
     draw_curves,
     flow_report,
+    relative_upslope_percent,
 )
 from ..study import StoreError, Study
 from .layers import (
@@ -97,9 +98,19 @@ HEMATOCRIT_STEP = 0.01
 PROGRESS_UNITS = {"flow": "slices", "aha": "steps"}
 
 
+def _indices_text(indices: dict[str, Any]) -> str:
+    """The semi-quantitative indices of one segment, in one line."""
+    def value(key, fmt):
+        return "-" if indices.get(key) is None else format(indices[key], fmt)
+
+    return (f"relative upslope {value('relative_upslope', '.3f')}, time to peak "
+            f"{value('time_to_peak_s', '.1f')} s, peak {value('relative_peak', '.0%')}")
+
+
 def run_perfusion(
     path: Path, hematocrit: float, cancel: threading.Event,
     on_progress: Callable[[str, int, int], None], flow_model: str = "fermi",
+    dose_ratio: float | None = None,
 ) -> dict[str, str]:
     """Run the flow and aha steps on the store; {step: summary}.
 
@@ -122,7 +133,7 @@ def run_perfusion(
 
     flow_progress(0, study.shape[0])
     summaries = {"flow": run_step(study, "flow", flow_progress, hematocrit=hematocrit,
-                                  flow_model=flow_model)}
+                                  flow_model=flow_model, dose_ratio=dose_ratio)}
     aha_progress(0, 1)
     summaries["aha"] = run_step(study, "aha", aha_progress)
     return summaries
@@ -176,6 +187,13 @@ class PerfusionWidget(QWidget):
         self.flow_model.setToolTip(
             "Tissue model of the flow fit: Fermi-constrained deconvolution, or the "
             "two-compartment exchange model (also PS, vp and ve maps, hidden layers)")
+        self.dose_ratio = QDoubleSpinBox()
+        self.dose_ratio.setRange(0.0, 100.0)
+        self.dose_ratio.setDecimals(1)
+        self.dose_ratio.setSpecialValueText("single")
+        self.dose_ratio.setToolTip(
+            "Dual bolus: main dose over the dilute pre-bolus dose (the AIF is the pre-bolus "
+            "scaled by it); 'single' for a single bolus or a separate AIF series")
         self.compute_button = QPushButton("Compute")
         self.compute_button.setToolTip("Fit the MBF map, then the AHA segments and the report")
         self.cancel_button = QPushButton("Cancel")
@@ -204,6 +222,8 @@ class PerfusionWidget(QWidget):
         hematocrit_row.addWidget(self.hematocrit)
         hematocrit_row.addWidget(QLabel("model"))
         hematocrit_row.addWidget(self.flow_model)
+        hematocrit_row.addWidget(QLabel("bolus"))
+        hematocrit_row.addWidget(self.dose_ratio)
         buttons = QHBoxLayout()
         buttons.addWidget(self.compute_button)
         buttons.addWidget(self.cancel_button)
@@ -247,7 +267,8 @@ class PerfusionWidget(QWidget):
         self._run_store = self._store  # the layer may go while the run goes on
         self.worker = step_worker(
             run_perfusion, self._run_store, self._chosen_hematocrit(), self._cancel,
-            self._progressed.emit, self.flow_model.currentData(), on_done=self._on_done,
+            self._progressed.emit, self.flow_model.currentData(),
+            self.dose_ratio.value() or None, on_done=self._on_done,
             on_error=self._on_error, on_finished=self._on_finished,
         )
         self._set_running(True)
@@ -421,7 +442,9 @@ class PerfusionWidget(QWidget):
             self.summary.setText(f"no flow report yet: {hint}")
             return
         units = html.escape(report.get("units", "mL/min/g"))
-        lines = [f"<b>global MBF {_number(report['global_mbf'])} {units}</b>"]
+        lines = [f"<b>global MBF {_number(report['global_mbf'])} {units}</b>"
+                 if report.get("absolute_mbf", True)
+                 else "<b>no absolute MBF</b> (AIF saturated): relative upslope shown"]
         territories = report.get("territory_mbf") or {}
         lowest = report.get("lowest_territory")
         if lowest:
@@ -473,8 +496,10 @@ class PerfusionWidget(QWidget):
         head = (f"segment {segment} {SEGMENT_NAMES[segment]} "
                 f"({TERRITORY_NAMES[SEGMENT_TERRITORY[segment]]})")
         value = report["segment_mbf"][segment - 1]
+        indices = (report.get("segment_semiquant") or [None] * 16)[segment - 1]
         if value is None:
-            self.segment_label.setText(f"{head}: not imaged")
+            self.segment_label.setText(f"{head}: not imaged" if indices is None else
+                                       f"{head}: {_indices_text(indices)}")
             return
         stats = report["segment_stats"][segment - 1] or {}
         curve = self._curve(segment)
@@ -484,6 +509,8 @@ class PerfusionWidget(QWidget):
                      f"{stats['pixels']} px")
         if curve is not None:
             text += f"; fit error {curve['fit_error']:.2f}"
+        if indices is not None:
+            text += f"; {_indices_text(indices)}"
         self.segment_label.setText(text)
 
     def _curve(self, segment: int | None) -> dict[str, Any] | None:
@@ -499,10 +526,16 @@ class PerfusionWidget(QWidget):
         report = self.report
         if report is not None:
             bullseye_ax, curves_ax = figure.subplots(2, 1, height_ratios=(1.1, 1.0))
-            low, high = MBF_RANGE_ML_MIN_G
-            draw_bullseye(bullseye_ax, report["segment_mbf"], vmin=low, vmax=high,
-                          cmap=MBF_COLORMAP, highlight=self.selected_segment,
-                          units=report.get("units", "mL/min/g"))
+            if report.get("absolute_mbf", True):
+                low, high = MBF_RANGE_ML_MIN_G
+                draw_bullseye(bullseye_ax, report["segment_mbf"], vmin=low, vmax=high,
+                              cmap=MBF_COLORMAP, highlight=self.selected_segment,
+                              units=report.get("units", "mL/min/g"))
+            else:  # no trustworthy AIF: the semi-quantitative index instead of a flow
+                values = relative_upslope_percent(report)
+                draw_bullseye(bullseye_ax, values, vmax=max([20.0, *filter(None, values)]),
+                              cmap="viridis", highlight=self.selected_segment,
+                              units="relative upslope, % (no absolute MBF)")
             self.bullseye_axes, self.curves_axes = bullseye_ax, curves_ax
             segment = self.selected_segment
             if segment is not None:
@@ -580,6 +613,7 @@ class PerfusionWidget(QWidget):
         self.compute_button.setEnabled(not running and self._store is not None)
         self.hematocrit.setEnabled(not running)
         self.flow_model.setEnabled(not running)
+        self.dose_ratio.setEnabled(not running)
         if self._aif_layer is not None:
             self._aif_layer.editable = not running
         if running:
