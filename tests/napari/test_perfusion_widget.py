@@ -314,6 +314,39 @@ def test_saturated_aif_shows_relative_upslope_instead_of_flow(make_napari_viewer
     report = widget.report
     assert not report["absolute_mbf"] and report["segment_mbf"] == [None] * 16
     assert "absolute MBF is not available" in widget.summary.text()
+    for array, (name, _) in L.INDEX_MAP_LAYERS.items():
+        layer = viewer.layers[name]
+        assert isinstance(layer, Image) and not layer.visible
+        np.testing.assert_array_equal(layer.data[:, 0], Study.open(study.path).read(array))
     _click_bullseye(qtbot, widget, 3)
     assert widget.selected_segment == 3
     assert "relative upslope" in widget.segment_label.text()
+
+
+def test_rest_study_pairs_both_bullseyes_and_the_reserve(make_napari_viewer, qtbot, computed_store,
+                                                        tmp_path):
+    """The same heart at rest, analysed: pairing shows its bullseye beside the stress one and
+    the reserve per territory; a Compute keeps the pair; the stress store itself is refused."""
+    from napari_perfroi.phantom import write_phantom
+    from napari_perfroi.reserve import MPR
+
+    rest = write_phantom(tmp_path / "rest.zarr", 11, state="rest", n_dynamics=30)
+    rest.write("labels", rest.read("truth/labels"))
+    rest.write("motion", rest.read("truth/motion"))
+    for step in ("flow", "aha"):
+        run_step(rest, step)
+    viewer, widget = _open(make_napari_viewer, computed_store)
+    assert widget.rest_button.isEnabled() and widget.rest_axes is None
+
+    widget.pair_rest(computed_store)
+    assert widget.rest_pair is None and "the rest study is the stress study" in widget.status.text()
+
+    widget.pair_rest(rest.path)
+    pair = widget.rest_pair
+    assert pair is not None and pair.reserve.index == MPR
+    assert widget.rest_axes is not None and widget.rest_axes.get_title().startswith("rest")
+    assert "MPR (MBF ratio): global" in widget.summary.text()
+    assert pair.reserve.overall.reserve > 1.0  # stress flow above rest flow
+
+    _compute(qtbot, widget)
+    assert widget.rest_pair is not None and widget.rest_axes is not None

@@ -28,6 +28,11 @@ ROI_LAYER = "LV ROI"
 # Two-compartment maps besides MBF: store array -> (layer name, contrast limits).
 PARAMETER_MAP_LAYERS = {"ps": ("PS", (0.0, 4.0)), "vp": ("vp", (0.0, 0.15)),
                         "ve": ("ve", (0.0, 0.5))}
+# The semi-quantitative maps of every flow run (store array -> layer name, contrast limits).
+INDEX_MAP_LAYERS = {"relative_upslope": ("relative upslope", (0.0, 0.4)),
+                    "relative_peak": ("relative peak", (0.0, 2.0)),
+                    "time_to_peak_s": ("time to peak (s)", (0.0, 30.0))}
+MAP_LAYERS = {**PARAMETER_MAP_LAYERS, **INDEX_MAP_LAYERS}  # hidden until asked for
 
 STORE_KEY = "perfroi_store"
 DICOM_KEY = "perfroi_dicom"
@@ -173,8 +178,9 @@ def mbf_layer(study: Study, scale=None) -> LayerData:
 
 
 def parameter_map_layer(study: Study, scale=None, *, array: str) -> LayerData:
-    """A two-compartment map (``ps``, ``vp`` or ``ve``), hidden until asked for."""
-    name, limits = PARAMETER_MAP_LAYERS[array]
+    """A map of :data:`MAP_LAYERS` (two-compartment or semi-quantitative), hidden until
+    asked for."""
+    name, limits = MAP_LAYERS[array]
     kwargs = _common(study, name, scale)
     kwargs.update(colormap="viridis", contrast_limits=limits, opacity=0.7, visible=False,
                   multiscale=False)
@@ -241,7 +247,7 @@ def roi_layer(study: Study, scale=None) -> LayerData:
 
 # Bottom to top: the raw image first, the ROI outlines last.
 _OPTIONAL_LAYERS = (
-    *((array, partial(parameter_map_layer, array=array)) for array in PARAMETER_MAP_LAYERS),
+    *((array, partial(parameter_map_layer, array=array)) for array in MAP_LAYERS),
     ("mbf", mbf_layer),
     ("aha", aha_layer),
     ("label_uncertainty", uncertainty_layer),

@@ -35,6 +35,7 @@ from qtpy.QtCore import Qt, QTimer, Signal
 from qtpy.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
+    QFileDialog,
     QHBoxLayout,
     QLabel,
     QProgressBar,
@@ -63,9 +64,9 @@ from .layers import (
     AHA_NUMBERS_LAYER,
     AIF_ROI_LAYER,
     IMAGE_LAYER,
+    MAP_LAYERS,
     MBF_LAYER,
     MBF_RANGE_ML_MIN_G,
-    PARAMETER_MAP_LAYERS,
     STORE_KEY,
     aha_boundaries_layer,
     aha_layer,
@@ -86,7 +87,7 @@ if TYPE_CHECKING:
 
 MBF_COLORMAP = "turbo"  # the "MBF" layer's colormap (layers.mbf_layer): bullseye and map agree
 # Layers in reference-frame geometry, shifted with the motion of the frame on screen.
-OVERLAYS = (*(name for name, _ in PARAMETER_MAP_LAYERS.values()), MBF_LAYER, AHA_LAYER,
+OVERLAYS = (*(name for name, _ in MAP_LAYERS.values()), MBF_LAYER, AHA_LAYER,
             AHA_BOUNDARIES_LAYER, AHA_NUMBERS_LAYER, AIF_ROI_LAYER)
 # The Perfusion dock's model list: flow step option -> label.
 FLOW_MODEL_CHOICES = {"fermi": "Fermi", "2cxm": "2CXM (two-compartment)"}
@@ -105,6 +106,19 @@ def _indices_text(indices: dict[str, Any]) -> str:
 
     return (f"relative upslope {value('relative_upslope', '.3f')}, time to peak "
             f"{value('time_to_peak_s', '.1f')} s, peak {value('relative_peak', '.0%')}")
+
+
+def _draw_study_bullseye(ax, report: dict[str, Any], highlight: int | None) -> None:
+    """A study's bullseye: MBF on the fixed scale, or the relative upslope without a
+    trustworthy AIF."""
+    if report.get("absolute_mbf", True):
+        low, high = MBF_RANGE_ML_MIN_G
+        draw_bullseye(ax, report["segment_mbf"], vmin=low, vmax=high, cmap=MBF_COLORMAP,
+                      highlight=highlight, units=report.get("units", "mL/min/g"))
+    else:  # the semi-quantitative index instead of a flow
+        values = relative_upslope_percent(report)
+        draw_bullseye(ax, values, vmax=max([20.0, *filter(None, values)]), cmap="viridis",
+                      highlight=highlight, units="relative upslope, % (no absolute MBF)")
 
 
 def run_perfusion(
@@ -198,6 +212,10 @@ class PerfusionWidget(QWidget):
         self.compute_button.setToolTip("Fit the MBF map, then the AHA segments and the report")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
+        self.rest_button = QPushButton("Rest study…")
+        self.rest_button.setToolTip(
+            "Pair this stress study with its rest study (an analysed store): both bullseyes "
+            "and the perfusion reserve per territory")
         self.automatic_aif_button = QPushButton("Automatic AIF")
         self.automatic_aif_button.setToolTip(
             "Forget the manual AIF ROI: the next Compute finds the AIF itself")
@@ -216,6 +234,10 @@ class PerfusionWidget(QWidget):
         self.canvas.setToolTip("Click a bullseye segment to highlight it; click it again to clear")
         self.bullseye_axes = None  # the axes of the bullseye and of the curves on show
         self.curves_axes = None
+        self.rest_axes = None  # the rest study's bullseye, when paired
+        self.rest_pair = None  # StressRest of the study on show and its rest study
+        self._rest_store: Path | None = None
+        self._paired_store: Path | None = None  # the stress store the rest store belongs to
 
         hematocrit_row = QHBoxLayout()
         hematocrit_row.addWidget(QLabel("hematocrit"))
@@ -227,6 +249,7 @@ class PerfusionWidget(QWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(self.compute_button)
         buttons.addWidget(self.cancel_button)
+        buttons.addWidget(self.rest_button)
         layout = QVBoxLayout(self)
         layout.addWidget(self.study_label)
         layout.addLayout(hematocrit_row)
@@ -247,6 +270,7 @@ class PerfusionWidget(QWidget):
         self.compute_button.clicked.connect(self.compute)
         self.cancel_button.clicked.connect(self.cancel)
         self.automatic_aif_button.clicked.connect(self.use_automatic_aif)
+        self.rest_button.clicked.connect(self._choose_rest)
         self._progressed.connect(self._show_progress)
         self.canvas.mpl_connect("button_press_event", self._on_click)
         self._connect(self.viewer.layers.events.inserted, self._attach)
@@ -330,6 +354,8 @@ class PerfusionWidget(QWidget):
 
     def _load(self, path: Path | None) -> None:
         """Show what the store at ``path`` has: layers, report, AIF; clear the panel without."""
+        if path != self._paired_store:  # another study: its rest pair is not this one's
+            self._rest_store, self.rest_pair = None, None
         self._shown_store, self._shape, self._motion = path, None, None
         self.report, self.selected_segment, self._shown_slice = None, None, None
         self._aif_edited = False
@@ -353,6 +379,7 @@ class PerfusionWidget(QWidget):
             hematocrit = (self.report or attrs)["hematocrit"]
             self._default_hematocrit = float(hematocrit)
             self.hematocrit.setValue(self._default_hematocrit)
+            self._pair_with_rest(study)
         self._show_summary(study)
         self._show_aif(study)
         self._show_segment()
@@ -366,7 +393,7 @@ class PerfusionWidget(QWidget):
         from napari.layers import Image, Labels, Points, Shapes
 
         scale = study_scale(study)
-        for array, (name, _) in PARAMETER_MAP_LAYERS.items():
+        for array, (name, _) in MAP_LAYERS.items():
             if study.has(array):
                 self._put_layer(Image, *parameter_map_layer(study, scale, array=array))
             elif self._layer(name) is not None:  # left by an earlier two-compartment run
@@ -458,7 +485,14 @@ class PerfusionWidget(QWidget):
             self.flow_model.setCurrentIndex(shown_model)
         lines.append(html.escape(f"{report['model']} · {report['flow']} flow · "
                                  f"hematocrit {report['hematocrit']:.2f}"))
+        if self.rest_pair is not None:
+            from ..reserve import reserve_line
+
+            lines.append(html.escape(f"rest {self.rest_pair.rest_name}: "
+                                     + reserve_line(self.rest_pair.reserve)))
         flags = report.get("qa") or []
+        if self.rest_pair is not None:
+            flags = [*flags, *self.rest_pair.warnings, *self.rest_pair.reserve.qa]
         lines.append("QA: none" if not flags else "QA:<br>" + "<br>".join(
             f"&#9888; {html.escape(flag)}" for flag in flags))
         self.summary.setText("<br>".join(lines))
@@ -519,23 +553,24 @@ class PerfusionWidget(QWidget):
         return self.report["segment_curves"][segment - 1]
 
     def _draw(self) -> None:
-        """Redraw the bullseye (with the highlight) and the curves."""
+        """Redraw the bullseye (with the highlight; the rest study's beside it when paired)
+        and the curves."""
         figure = self.canvas.figure
         figure.clear()
-        self.bullseye_axes = self.curves_axes = None
+        self.bullseye_axes = self.curves_axes = self.rest_axes = None
         report = self.report
         if report is not None:
-            bullseye_ax, curves_ax = figure.subplots(2, 1, height_ratios=(1.1, 1.0))
-            if report.get("absolute_mbf", True):
-                low, high = MBF_RANGE_ML_MIN_G
-                draw_bullseye(bullseye_ax, report["segment_mbf"], vmin=low, vmax=high,
-                              cmap=MBF_COLORMAP, highlight=self.selected_segment,
-                              units=report.get("units", "mL/min/g"))
-            else:  # no trustworthy AIF: the semi-quantitative index instead of a flow
-                values = relative_upslope_percent(report)
-                draw_bullseye(bullseye_ax, values, vmax=max([20.0, *filter(None, values)]),
-                              cmap="viridis", highlight=self.selected_segment,
-                              units="relative upslope, % (no absolute MBF)")
+            if self.rest_pair is None:
+                bullseye_ax, curves_ax = figure.subplots(2, 1, height_ratios=(1.1, 1.0))
+            else:
+                axes = figure.subplot_mosaic([["stress", "rest"], ["curves", "curves"]],
+                                             height_ratios=(1.1, 1.0))
+                bullseye_ax, curves_ax, self.rest_axes = axes["stress"], axes["curves"], axes["rest"]
+                _draw_study_bullseye(self.rest_axes, self.rest_pair.rest_report,
+                                     self.selected_segment)
+                bullseye_ax.set_title("stress", fontsize=9)
+                self.rest_axes.set_title(f"rest: {self.rest_pair.rest_name}", fontsize=9)
+            _draw_study_bullseye(bullseye_ax, report, self.selected_segment)
             self.bullseye_axes, self.curves_axes = bullseye_ax, curves_ax
             segment = self.selected_segment
             if segment is not None:
@@ -548,6 +583,36 @@ class PerfusionWidget(QWidget):
             draw_curves(curves_ax, report, segments, highlight=segment)
             curves_ax.set_title(title, fontsize=9)
         self.canvas.draw_idle()
+
+    # ---------------------------------------------------------------- stress and rest
+    def _choose_rest(self) -> None:
+        chosen = QFileDialog.getExistingDirectory(self, "Rest study (a .zarr store)")
+        if chosen:
+            self.pair_rest(Path(chosen))
+
+    def pair_rest(self, path: Path) -> None:
+        """Pair the study on show with the rest study at ``path``: its bullseye beside this
+        one and the reserve in the summary; one status line if it cannot be paired."""
+        if self._shown_store is None:
+            return
+        self._rest_store, self._paired_store = path, self._shown_store
+        study = Study.open(self._shown_store)
+        self._pair_with_rest(study)
+        self._show_summary(study)
+        self._draw()
+
+    def _pair_with_rest(self, study: Study) -> None:
+        """(Re)compute the pair with the chosen rest store, from both current reports."""
+        from ..reserve import pair_studies
+
+        self.rest_pair = None
+        if self._rest_store is None or self.report is None:
+            return
+        try:
+            self.rest_pair = pair_studies(study, Study.open(self._rest_store))
+        except InputError as exc:
+            self._rest_store = None
+            self.status.setText(str(exc))
 
     # ---------------------------------------------------------------- the AIF ROI edits
     def _on_aif_painted(self, event=None) -> None:
@@ -614,6 +679,7 @@ class PerfusionWidget(QWidget):
         self.hematocrit.setEnabled(not running)
         self.flow_model.setEnabled(not running)
         self.dose_ratio.setEnabled(not running)
+        self.rest_button.setEnabled(not running and self._shown_store is not None)
         if self._aif_layer is not None:
             self._aif_layer.editable = not running
         if running:
