@@ -7,6 +7,7 @@ import pytest
 
 from napari_perfroi import flow
 from napari_perfroi.aha import TERRITORIES
+from napari_perfroi.cli import main
 from napari_perfroi.errors import InputError
 from napari_perfroi.phantom import _signal_of, sample_params, write_phantom
 from napari_perfroi.pipeline import run_step, with_prerequisites
@@ -448,14 +449,15 @@ def test_an_uncorrectable_aif_gives_semi_quantitative_indices_only(tmp_path):
     assert all(path.stat().st_size > 0 for path in written)
 
 
-def test_dual_bolus_aif_from_the_scaled_pre_bolus(tmp_path):
+def test_dual_bolus_aif_from_the_scaled_pre_bolus(tmp_path, capsys):
     """The dilute pre-bolus times the dose ratio gives the AIF (measured: plasma peak 10.1
     against 9.7 true, segment MBF 1.06-1.25 of the truth); without a second bolus a dose
     ratio is refused in one line."""
     study = scanner_phantom(tmp_path / "dual.zarr", 21, acquisition="dual-bolus")
     ratio = study.attrs["truth"]["prebolus_dose_ratio"]
-    run_step(study, "flow", dose_ratio=ratio)
-    run_step(study, "aha")
+    assert main(["analyze", str(study.path), "--steps", "flow,aha",
+                 "--dose-ratio", str(ratio)]) == 0
+    study = Study.open(study.path)
     report, truth = study.attrs["report"], study.attrs["truth"]
     assert report["aif_construction"] == f"dual bolus: pre-bolus x {ratio:g}"
     assert report["aif_saturation"] is None
@@ -464,5 +466,8 @@ def test_dual_bolus_aif_from_the_scaled_pre_bolus(tmp_path):
     assert report["lowest_territory"] == "lad"
 
     single = scanner_phantom(tmp_path / "single.zarr", 21, acquisition="single-bolus")
-    with pytest.raises(InputError, match="does not show two boluses"):
-        run_step(single, "flow", dose_ratio=10.0)
+    capsys.readouterr()
+    assert main(["analyze", str(single.path), "--steps", "flow", "--dose-ratio", "10"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and str(single.path) in error
+    assert "does not show two boluses" in error and not single.has("mbf")

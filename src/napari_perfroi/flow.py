@@ -537,7 +537,10 @@ def compute_flow(study, progress: Callable[[int, int], None] | None = None, **op
         if measured is not None:
             settings = replace(settings, t1_blood_s=measured)
             blood_t1_source = "from proton-density frames"
-    aif = aif_from_pixels(aif_pixels, settings)
+    try:
+        aif = aif_from_pixels(aif_pixels, settings)
+    except InputError as exc:  # name the study
+        raise InputError(f"{study.path}: {exc}") from None
     n_s, _, n_y, n_x = study.shape
     mbf = np.full((n_s, n_y, n_x), np.nan, dtype=np.float32)
     fit_error = np.full_like(mbf, np.nan)
