@@ -102,7 +102,8 @@ def test_phantom_regenerated_on_this_machine_matches_the_sample_within_one_count
 def test_demo_runs_the_pipeline_on_the_sample_and_writes_the_report(tmp_path, capsys, phantom):
     written = run_demo(tmp_path / "out", screenshot=False)
     assert [p.name for p in written] == [
-        "study.zarr", "montage.png", "bullseye.png", "segments.csv", "report.json", "curves.png"
+        "study.zarr", "montage.png", "bullseye.png", "segments.csv", "report.json", "curves.png",
+        "report.pdf",
     ]
     study = Study.open(written[0])
     assert study.shape == (3, 60, 160, 144)

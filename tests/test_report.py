@@ -1,4 +1,5 @@
 import csv
+import io
 import json
 import math
 import subprocess
@@ -11,7 +12,9 @@ import numpy as np
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from pypdf import PdfReader
 
+from napari_perfroi import __version__
 from napari_perfroi.aha import sector_labels
 from napari_perfroi.cli import main
 from napari_perfroi.errors import InputError
@@ -24,6 +27,8 @@ from napari_perfroi.report import (
     draw_bullseye,
     draw_curves,
     flow_report,
+    report_pdf_bytes,
+    write_pdf,
     write_report,
 )
 from napari_perfroi.study import Study
@@ -242,6 +247,66 @@ def test_cli_report_writes_and_lists_files(tmp_path, capsys):
     assert out[0] == "wrote:"
     assert [Path(line.strip()).name for line in out[1:]] == list(REPORT_FILES)
     assert all(Path(line.strip()).is_file() for line in out[1:])
+
+
+def _pdf_page_text(pdf: bytes) -> str:
+    """The text of a one-page PDF (asserting it has one A4 portrait page)."""
+    reader = PdfReader(io.BytesIO(pdf))
+    assert len(reader.pages) == 1
+    box = reader.pages[0].mediabox
+    assert (float(box.width), float(box.height)) == pytest.approx((595.3, 841.9), abs=1.0)
+    return reader.pages[0].extract_text()
+
+
+def test_report_pdf_is_one_page_with_the_report_values(tmp_path):
+    study = _store(tmp_path / "s1.zarr")
+    write_report(study, tmp_path / "out")
+    pdf = (tmp_path / "out" / "report.pdf").read_bytes()
+    assert report_pdf_bytes(study) == pdf  # the same report gives the same bytes
+    text = _pdf_page_text(pdf)
+    for expected in ("Study s1", f"napari-perfroi {__version__}", f"Model {MODEL}",
+                     "Flow type blood", "Hematocrit 0.42", "AIF auto, slice 0, plasma peak 6.0",
+                     "AIF saturation not checked", "Global MBF: 2.60 mL/min/g", "LAD 2.10",
+                     "RCA 2.70", "LCx 3.30", "Lowest territory: LAD", "AIF peak early",
+                     "1 basal anterior LAD 1.21", f"{NOT_IMAGED} apical inferior RCA - - -"):
+        assert expected in text, expected
+
+
+def test_report_pdf_without_absolute_mbf_says_so(tmp_path):
+    study = _store(tmp_path / "s1.zarr")
+    report = study.attrs["report"]
+    upslope = [None if curve is None else 0.1 + 0.01 * segment
+               for segment, curve in enumerate(report["segment_curves"], start=1)]
+    report.update(absolute_mbf=False, segment_mbf=[None] * 16, global_mbf=None,
+                  territory_mbf={"lad": None, "rca": None, "lcx": None},
+                  segment_semiquant=[None if u is None else {"relative_upslope": u}
+                                     for u in upslope])
+    study.update_attrs(report=report)
+    text = _pdf_page_text(report_pdf_bytes(study))
+    assert "Absolute MBF not available" in text and "Global MBF" not in text
+    # Mean relative upslope (%) of the imaged segments of each territory.
+    for expected in ("LAD 17.5", "RCA 16.5", "LCx 20.0", "1 basal anterior LAD n/a n/a 11.0"):
+        assert expected in text, expected
+
+
+def test_report_pdf_cuts_a_long_qa_list(tmp_path):
+    study = _store(tmp_path / "s1.zarr")
+    report = study.attrs["report"]
+    report["qa"] = [f"flag {n}: " + "a long explanation of what went wrong " * 3 for n in range(30)]
+    study.update_attrs(report=report)
+    text = _pdf_page_text(report_pdf_bytes(study))
+    assert "QA flags (30):" in text and "flag 0:" in text and "flag 29:" not in text
+    assert "more lines in report.json" in text
+
+
+def test_write_pdf_alone(tmp_path):
+    study = _store(tmp_path / "s1.zarr")
+    path = write_pdf(study, tmp_path / "new" / "page.pdf")
+    assert path == tmp_path / "new" / "page.pdf" and path.read_bytes().startswith(b"%PDF")
+    bare = _store(tmp_path / "s2.zarr", with_report=False)
+    with pytest.raises(InputError, match="no flow report yet"):
+        write_pdf(bare, tmp_path / "bare.pdf")
+    assert not (tmp_path / "bare.pdf").exists()
 
 
 def test_cli_report_help():

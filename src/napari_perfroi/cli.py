@@ -137,6 +137,33 @@ def _cmd_report(args: argparse.Namespace) -> None:
         print(reserve_line(pair.reserve))
 
 
+def _cmd_export_dicom(args: argparse.Namespace) -> None:
+    from .dicom_results import export_results
+    from .study import Study
+
+    with TqdmProgress("export", unit="dynamic") as progress:
+        written = export_results(Study.open(args.store), args.out, source=args.source,
+                                 progress=progress)
+    out = Path(args.out)
+    counts: dict[str, int] = {}
+    for path in written:
+        entry = path.relative_to(out).parts[0]
+        counts[entry] = counts.get(entry, 0) + 1
+    print("wrote:")
+    for entry, count in counts.items():
+        print(f"  {out / entry}" + (f"/ ({count} files)" if (out / entry).is_dir() else ""))
+
+
+def _cmd_import_seg(args: argparse.Namespace) -> None:
+    from .dicom_seg_import import import_segmentation
+    from .study import Study
+
+    study = Study.open(args.store, writable=True)
+    imported = import_segmentation(args.seg, study)
+    print(f"{study.path}: labels of {imported.frames} frame(s) imported from {args.seg}, "
+          f"{imported.edited} newly marked edited")
+
+
 def _cmd_info(args: argparse.Namespace) -> None:
     from .study import Study
 
@@ -249,10 +276,12 @@ def build_parser() -> argparse.ArgumentParser:
     cmd.set_defaults(run=_cmd_analyze)
 
     cmd = commands.add_parser(
-        "report", help="flow report: bullseye.png, segments.csv, report.json, curves.png",
+        "report",
+        help="flow report: bullseye.png, segments.csv, report.json, curves.png, report.pdf",
         description="Write the flow report of an analysed study: the AHA 16-segment bullseye "
-        "(bullseye.png), per-segment MBF and map statistics (segments.csv), the full report "
-        "(report.json) and the AIF and tissue curves (curves.png). With --rest, STORE is the "
+        "(bullseye.png), per-segment MBF, map statistics and semi-quantitative indices "
+        "(segments.csv), the full report (report.json), the AIF and tissue curves (curves.png) "
+        "and all of it on one page (report.pdf). With --rest, STORE is the "
         "stress study and the perfusion reserve (stress / rest) is written too: reserve.csv, "
         "reserve.json, reserve_bullseye.png and curves_stress_rest.png. The reserve is the MPR "
         "(MBF ratio) when both studies have absolute MBF, else the MPRI (relative-upslope ratio).",
@@ -264,6 +293,36 @@ def build_parser() -> argparse.ArgumentParser:
                      help="the same patient's rest study, analysed likewise: also write the "
                           "perfusion reserve files")
     cmd.set_defaults(run=_cmd_report)
+
+    cmd = commands.add_parser(
+        "export-dicom", help="results as DICOM for PACS: segmentations, parametric maps, PDF",
+        description="Write the study's results as DICOM objects in the study of its images: "
+        "the labels (Segmentation, one instance per dynamic, in DIR/labels/), the AHA segments "
+        "(aha.dcm, Segmentation), each map present (mbf.dcm, ...: Parametric Map, no value "
+        "stored as -1) and the flow report (report.dcm, Encapsulated PDF). A study not "
+        "imported from DICOM (a phantom) gets its MR series in DIR/images/ too. DIR is "
+        "replaced whole if it holds an earlier export.",
+    )
+    cmd.add_argument("store", help="study store (STORE.zarr)")
+    cmd.add_argument("--out", required=True, metavar="DIR", help="folder for the DICOM files")
+    cmd.add_argument("--source", default=None, metavar="SRC",
+                     help="the original DICOM folder or zip the study was imported from: the "
+                          "patient and study identification (name, ID, accession number) are "
+                          "copied from it (the store keeps none; without SRC they are empty)")
+    cmd.set_defaults(run=_cmd_export_dicom)
+
+    cmd = commands.add_parser(
+        "import-seg", help="a DICOM Segmentation of the study's images -> its labels",
+        description="Import a DICOM Segmentation (a file, or a folder such as the labels/ of "
+        "export-dicom) made on the study's own images into its labels: segments LV blood pool, "
+        "LV myocardium and RV blood pool (by SNOMED CT code or segment label). The frames it "
+        "covers replace the labels and, where they differ, are marked edited, so the segment "
+        "step keeps them. A segmentation of another series or geometry is refused and nothing "
+        "is written.",
+    )
+    cmd.add_argument("seg", help="DICOM Segmentation file, or a folder of them")
+    cmd.add_argument("store", help="study store (STORE.zarr) whose images it segments")
+    cmd.set_defaults(run=_cmd_import_seg)
 
     cmd = commands.add_parser("export-rois", help="LV circles as CSV and LV-centred crops")
     cmd.add_argument("store", help="study store (STORE.zarr) with circles (the roi step)")

@@ -2,9 +2,9 @@
 
 The flow report (``perfroi report``) is drawn from the ``report`` attribute the
 analysis writes: an AHA 16-segment bullseye, AIF and tissue curves, a
-per-segment CSV table and the report as JSON. Figures are built on
-``matplotlib.figure.Figure`` without pyplot, so they are safe to draw from a
-worker thread and never change the GUI's matplotlib backend.
+per-segment CSV table, the report as JSON and all of these on one PDF page.
+Figures are built on ``matplotlib.figure.Figure`` without pyplot, so they are
+safe to draw from a worker thread and never change the GUI's matplotlib backend.
 """
 
 from __future__ import annotations
@@ -13,13 +13,15 @@ import csv
 import io
 import json
 import math
+import textwrap
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .aha import LEVEL_SEGMENTS, TERRITORIES
+from . import __version__
+from .aha import LEVEL_SEGMENTS, TERRITORIES, territory_means
 from .study import (SEMIQUANTITATIVE_MAPS, TWO_COMPARTMENT_MAPS, StoreError, atomic_write_bytes,
                     atomic_write_text)
 
@@ -133,7 +135,7 @@ def _describe_source(source: dict) -> str:
 
 # ---------------------------------------------------------------- flow report
 
-REPORT_FILES = ("bullseye.png", "segments.csv", "report.json", "curves.png")
+REPORT_FILES = ("bullseye.png", "segments.csv", "report.json", "curves.png", "report.pdf")
 # Report entries the outputs are drawn from (the analysis writes more).
 REQUIRED_REPORT_KEYS = (
     "model", "flow", "hematocrit", "aif", "aif_times_s",
@@ -362,7 +364,8 @@ def segment_table(report: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def write_report(study: Study, out_dir: str | Path) -> list[Path]:
-    """Write bullseye.png, segments.csv, report.json and curves.png into ``out_dir``.
+    """Write bullseye.png, segments.csv, report.json, curves.png and report.pdf
+    (:data:`REPORT_FILES`) into ``out_dir``.
 
     Each file is replaced atomically. Raises :class:`StoreError` when the
     study has no flow report yet.
@@ -370,14 +373,15 @@ def write_report(study: Study, out_dir: str | Path) -> list[Path]:
     report = flow_report(study)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    bullseye, table, document, curves = (out_dir / name for name in REPORT_FILES)
+    bullseye, table, document, curves, pdf = (out_dir / name for name in REPORT_FILES)
     _save_figure(_bullseye_figure(study.name, report), bullseye)
     atomic_write_text(table, _segments_csv(segment_table(report)))
     head = {key: report[key] for key in ("model", "flow", "hematocrit")}
     atomic_write_text(document, json.dumps(
         _json_safe({"study": study.name, **head, **report}), indent=2, allow_nan=False) + "\n")
     _save_figure(_curves_figure(study.name, report), curves)
-    return [bullseye, table, document, curves]
+    write_pdf(study, pdf)
+    return [bullseye, table, document, curves, pdf]
 
 
 def _segment_colour(segment: int) -> tuple[float, ...]:
@@ -392,8 +396,8 @@ def _flow_summary(report: dict[str, Any]) -> str:
             f"model: {report['model']}")
 
 
-def _number(value: float | None) -> str:
-    return "-" if value is None or not math.isfinite(value) else f"{value:.2f}"
+def _number(value: float | None, decimals: int = 2) -> str:
+    return "-" if value is None or not math.isfinite(value) else f"{value:.{decimals}f}"
 
 
 def _bullseye_figure(name: str, report: dict[str, Any]) -> Figure:
@@ -422,14 +426,19 @@ def _bullseye_figure(name: str, report: dict[str, Any]) -> Figure:
 
 def _relative_upslope_bullseye(fig: Figure, ax: Axes, name: str, report: dict[str, Any]) -> None:
     """The bullseye of a study without absolute flow: each segment's relative upslope."""
-    values = relative_upslope_percent(report)
-    draw_bullseye(ax, values, vmax=max([20.0, *filter(None, values)]), cmap="viridis",
-                  units="relative upslope (% of the LV blood pool's)")
+    _draw_upslope_bullseye(ax, report)
     lowest = report.get("lowest_territory")
     fig.suptitle(f"{name}: absolute MBF not available (AIF saturated)\n"
                  f"relative upslope per AHA segment, semi-quantitative"
                  + (f"\nlowest {TERRITORY_NAMES[lowest]}" if lowest else ""), fontsize=9)
     _qa_text(fig, report)
+
+
+def _draw_upslope_bullseye(ax: Axes, report: dict[str, Any]) -> None:
+    """Draw each segment's relative upslope (per cent) as a bullseye on ``ax``."""
+    values = relative_upslope_percent(report)
+    draw_bullseye(ax, values, vmax=max([20.0, *filter(None, values)]), cmap="viridis",
+                  units="relative upslope (% of the LV blood pool's)")
 
 
 def relative_upslope_percent(report: dict[str, Any]) -> list[float | None]:
@@ -449,20 +458,30 @@ def _curves_figure(name: str, report: dict[str, Any]) -> Figure:
     """One panel per slice level that has curves (AIF only when none has)."""
     from matplotlib.figure import Figure
 
-    curves = report["segment_curves"]
-    panels = [(level, [s for s in segs if curves[s - 1]]) for level, segs in LEVEL_SEGMENTS.items()]
-    panels = [(level, segs) for level, segs in panels if segs] or [("no tissue curves", [])]
+    panels = _curve_panels(report)
     fig = Figure(figsize=(8.0, 0.6 + 3.2 * len(panels)), layout="constrained")
     axes = fig.subplots(len(panels), 1, squeeze=False, sharex=True)[:, 0]
     for ax, (level, segments) in zip(axes, panels):
         draw_curves(ax, report, segments)
-        slices = sorted({curves[s - 1]["slice"] for s in segments})
-        where = f" (slice {', '.join(map(str, slices))})" if slices else ""
-        ax.set_title(f"{level}{where}", fontsize=9)
+        ax.set_title(_panel_title(report, level, segments), fontsize=9)
     for ax in axes[:-1]:
         ax.set_xlabel("")
     fig.suptitle(f"{name}: AIF and tissue curves\n{_flow_summary(report)}", fontsize=9)
     return fig
+
+
+def _curve_panels(report: dict[str, Any]) -> list[tuple[str, list[int]]]:
+    """(slice level, its segments with curves) for each level that has curves, or one
+    panel without tissue curves when none has."""
+    curves = report["segment_curves"]
+    panels = [(level, [s for s in segs if curves[s - 1]]) for level, segs in LEVEL_SEGMENTS.items()]
+    return [(level, segs) for level, segs in panels if segs] or [("no tissue curves", [])]
+
+
+def _panel_title(report: dict[str, Any], level: str, segments: list[int]) -> str:
+    """A curve panel's title: the slice level and the slices its segments lie in."""
+    slices = sorted({report["segment_curves"][s - 1]["slice"] for s in segments})
+    return f"{level}" + (f" (slice {', '.join(map(str, slices))})" if slices else "")
 
 
 def _save_figure(fig: Figure, path: Path) -> None:
@@ -497,6 +516,227 @@ def _json_safe(value: Any) -> Any:
     if isinstance(value, list):
         return [_json_safe(item) for item in value]
     return value
+
+
+# ---------------------------------------------------------------- one-page PDF
+
+A4_PORTRAIT_IN = (8.27, 11.69)
+PAGE_TITLE = "Stress perfusion MRI: myocardial blood flow report"
+_AXIS_FONT_SIZE = 7  # tick and axis labels of the page's plots
+_LINE_SPACING = 1.4  # baseline to baseline, in font sizes
+# Figure-fraction rectangles (left, bottom, width, height) of the page's panels; the
+# bullseye reaches up to the header's last line (at most _BULLSEYE_TOP).
+_BULLSEYE_LEFT, _BULLSEYE_BOTTOM, _BULLSEYE_WIDTH, _BULLSEYE_TOP = 0.03, 0.55, 0.48, 0.8
+_TITLE_SPACE = 0.03  # between the header and the top of the bullseye axes (its title)
+_CURVES_RECT = (0.08, 0.35, 0.55, 0.17)
+_TABLE_RECT = (0.05, 0.02, 0.90, 0.26)
+_RESULTS_X = 0.55
+_HEADER_WIDTH_CHARS = 100
+_RESULTS_WIDTH_CHARS = 58
+_MAX_QA_LINES = 18
+_TABLE_COLUMNS = ("Segment", "Name", "Territory", "MBF (mL/min/g)", "MBF map mean ± SD",
+                  "Relative upslope (%)")
+_TABLE_WIDTHS = (0.09, 0.25, 0.1, 0.16, 0.2, 0.2)
+
+
+def write_pdf(study: Study, path: str | Path) -> Path:
+    """Write the study's one-page PDF report (:func:`report_pdf_bytes`) to ``path``,
+    replacing it atomically; return ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, report_pdf_bytes(study))
+    return path
+
+
+def report_pdf_bytes(study: Study) -> bytes:
+    """The study's flow report as a one-page A4 portrait PDF.
+
+    The page shows the study and its source description, the software version,
+    model, flow type, hematocrit, AIF source and saturation verdict; the
+    bullseye (MBF, or relative upslope without absolute MBF), the AIF and
+    tissue curves of one slice level, the global and territory means, the
+    lowest territory, the QA flags and a per-segment table. The same report
+    gives the same bytes. Raises :class:`StoreError` when the study has no
+    flow report yet.
+    """
+    report = flow_report(study)
+    page = _report_page(report, study.name, _describe_source(study.attrs["source"]))
+    pdf = io.BytesIO()
+    page.savefig(pdf, format="pdf", metadata={
+        "Title": f"{study.name}: {PAGE_TITLE}", "Creator": f"napari-perfroi {__version__}",
+        "CreationDate": None,
+    })
+    return pdf.getvalue()
+
+
+def _report_page(report: dict[str, Any], name: str, description: str) -> Figure:
+    """The flow report drawn on one A4 portrait figure."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=A4_PORTRAIT_IN)
+    fig.text(0.05, 0.975, PAGE_TITLE, fontsize=13, fontweight="bold", va="top")
+    top = 0.945
+    for key, value in _header_rows(report, name, description):
+        fig.text(0.05, top, key, fontsize=8, fontweight="bold", va="top")
+        top = _page_lines(fig, 0.19, top, _wrapped(value, _HEADER_WIDTH_CHARS, 3))
+    top = min(_BULLSEYE_TOP, top - _TITLE_SPACE)
+    _draw_page_bullseye(fig.add_axes((_BULLSEYE_LEFT, _BULLSEYE_BOTTOM, _BULLSEYE_WIDTH,
+                                      top - _BULLSEYE_BOTTOM)), report)
+    top = _page_lines(fig, _RESULTS_X, top, _results_lines(report), fontsize=9)
+    _page_lines(fig, _RESULTS_X, top - 0.01, _qa_lines(report.get("qa", [])), color="firebrick")
+    _draw_page_curves(fig.add_axes(_CURVES_RECT), report)
+    _draw_segment_table(fig.add_axes(_TABLE_RECT), report)
+    for ax in fig.axes:
+        ax.tick_params(labelsize=_AXIS_FONT_SIZE)
+        ax.xaxis.label.set_size(_AXIS_FONT_SIZE)
+        ax.yaxis.label.set_size(_AXIS_FONT_SIZE)
+    return fig
+
+
+def _header_rows(report: dict[str, Any], name: str, description: str) -> list[tuple[str, str]]:
+    """(label, value) lines at the top of the page."""
+    return [
+        ("Study", name),
+        ("Description", description),
+        ("Software", f"napari-perfroi {__version__}"),
+        ("Model", report["model"]),
+        ("Flow type", report["flow"]),
+        ("Hematocrit", f"{report['hematocrit']:.2f}"),
+        ("AIF", _aif_description(report)),
+        ("AIF saturation", _saturation_verdict(report)),
+    ]
+
+
+def _aif_description(report: dict[str, Any]) -> str:
+    """Where the AIF came from, its plasma peak and how it was built."""
+    parts = [report.get("aif_source", "source not recorded")]
+    if "aif_slice" in report:  # numbered from 0, as in the curves' titles
+        parts.append(f"slice {report['aif_slice']}")
+    parts.append(f"plasma peak {max(report['aif']):.1f} mmol/L")
+    if report.get("aif_construction", "measured") != "measured":
+        parts.append(report["aif_construction"])
+    return ", ".join(parts)
+
+
+def _saturation_verdict(report: dict[str, Any]) -> str:
+    """The saturation check's verdict, or why there is none."""
+    saturation = report.get("aif_saturation")
+    if saturation:
+        return saturation["verdict"]
+    if report.get("aif_construction", "measured") != "measured":
+        return "not checked (AIF built from a dual bolus)"
+    return "not checked"
+
+
+def _absolute(report: dict[str, Any]) -> bool:
+    """Whether the report has absolute MBF (older reports lack the key and have it)."""
+    return bool(report.get("absolute_mbf", True))
+
+
+def _results_lines(report: dict[str, Any]) -> list[str]:
+    """Global MBF (or that there is none), territory means and the lowest territory."""
+    if _absolute(report):
+        units = report.get("units", "mL/min/g")
+        lines = [f"Global MBF: {_number(report['global_mbf'])} {units}",
+                 f"Territory means (MBF, {units}):"]
+        means, decimals = report.get("territory_mbf") or {}, 2
+    else:
+        lines = ["Absolute MBF not available:", "  semi-quantitative indices only",
+                 "Territory means (relative upslope, %):"]
+        values = relative_upslope_percent(report)
+        means, decimals = territory_means(dict(enumerate(values, start=1))), 1
+    lines.append(("  " + "   ".join(f"{TERRITORY_NAMES[key]} {_number(value, decimals)}"
+                                    for key, value in means.items())) if means else "  -")
+    lowest = report.get("lowest_territory")
+    lines.append(f"Lowest territory: {TERRITORY_NAMES[lowest] if lowest else '-'}")
+    return lines
+
+
+def _qa_lines(qa: list[str]) -> list[str]:
+    """The QA flags as wrapped bullet lines, cut to :data:`_MAX_QA_LINES`."""
+    if not qa:
+        return ["QA flags: none"]
+    lines = [f"QA flags ({len(qa)}):"]
+    for flag in qa:
+        lines += textwrap.wrap(flag, _RESULTS_WIDTH_CHARS, initial_indent="• ",
+                               subsequent_indent="  ")
+    if len(lines) > _MAX_QA_LINES:
+        hidden = len(lines) - _MAX_QA_LINES + 1
+        lines = [*lines[:_MAX_QA_LINES - 1], f"... {hidden} more lines in report.json"]
+    return lines
+
+
+def _wrapped(text: str, width: int, max_lines: int) -> list[str]:
+    """``text`` wrapped to ``width`` characters, at most ``max_lines`` lines."""
+    return textwrap.wrap(text, width, max_lines=max_lines, placeholder=" ...") or ["-"]
+
+
+def _page_lines(fig: Figure, x: float, top: float, lines: list[str], fontsize: float = 8,
+                **style: Any) -> float:
+    """Write ``lines`` down from figure height ``top`` at ``x``; return the height below them."""
+    step = fontsize * _LINE_SPACING / 72 / fig.get_figheight()
+    for i, line in enumerate(lines):
+        fig.text(x, top - i * step, line, fontsize=fontsize, va="top", **style)
+    return top - len(lines) * step
+
+
+def _draw_page_bullseye(ax: Axes, report: dict[str, Any]) -> None:
+    """The MBF bullseye, or relative upslope without absolute MBF."""
+    if _absolute(report):
+        units = report.get("units", "mL/min/g")
+        draw_bullseye(ax, report["segment_mbf"], units=f"MBF ({units})")
+        ax.set_title("MBF per AHA segment (each segment's median curve)", fontsize=9)
+    else:
+        _draw_upslope_bullseye(ax, report)
+        ax.set_title("Relative upslope per AHA segment (%)", fontsize=9)
+
+
+def _draw_page_curves(ax: Axes, report: dict[str, Any]) -> None:
+    """The AIF and the curves of the mid level (else the first level with curves), with
+    the legend, its labels wrapped, to the right of the axes."""
+    panels = _curve_panels(report)
+    level, segments = next((panel for panel in panels if panel[0] == "mid"), panels[0])
+    legend = draw_curves(ax, report, segments).get_legend()
+    legend.set_loc("upper left")
+    legend.set_bbox_to_anchor((1.16, 1.02))
+    legend.get_title().set_text("markers: measured,\nlines: model fit")
+    for text in legend.get_texts():
+        text.set_text(textwrap.fill(text.get_text(), 32))
+    ax.set_title(f"AIF and tissue curves: {_panel_title(report, level, segments)}", fontsize=9)
+
+
+def _draw_segment_table(ax: Axes, report: dict[str, Any]) -> None:
+    """The per-segment table (:data:`_TABLE_COLUMNS`) filling ``ax``."""
+    ax.set_axis_off()
+    table = ax.table(cellText=_table_rows(report), colLabels=_TABLE_COLUMNS,
+                     colWidths=_TABLE_WIDTHS, cellLoc="center", bbox=(0, 0, 1, 1))
+    table.auto_set_font_size(False)
+    table.set_fontsize(7.5)
+    for (row, _), cell in table.get_celld().items():
+        cell.set_linewidth(0.4)
+        cell.set_edgecolor("0.6")
+        if row == 0:
+            cell.set_facecolor("0.9")
+            cell.set_text_props(fontweight="bold")
+    ax.set_title("Per segment (AHA 16-segment model; -: not imaged)", loc="left", fontsize=9)
+
+
+def _table_rows(report: dict[str, Any]) -> list[list[str]]:
+    """The table's cells; MBF and the map's statistics are n/a without absolute MBF."""
+    absolute = _absolute(report)
+    rows = []
+    for row, upslope in zip(segment_table(report), relative_upslope_percent(report)):
+        flow = [_number(row["mbf"]), _mean_sd(row)] if absolute else ["n/a", "n/a"]
+        rows.append([str(row["segment"]), row["name"], TERRITORY_NAMES[row["territory"]],
+                     *flow, _number(upslope, 1)])
+    return rows
+
+
+def _mean_sd(row: dict[str, Any]) -> str:
+    """A segment's map mean ± SD with 2 decimals; - where not imaged."""
+    if row["mean"] is None:
+        return "-"
+    return f"{_number(row['mean'])} ± {_number(row['sd'])}"
 
 
 # ---------------------------------------------------------------- stress and rest
