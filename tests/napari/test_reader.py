@@ -20,7 +20,7 @@ from napari_perfroi.study import ROI_STATES, Study
 pytestmark = pytest.mark.napari
 
 PLUGIN = "napari-perfroi"
-SCALE = (10.0, 1.0, *PIXEL_SPACING_MM)
+SCALE = (1.0, 1.0, *PIXEL_SPACING_MM)  # slices and frames by index, rows and columns in mm
 
 
 def _assert_study_geometry(layer, store_path):
@@ -215,6 +215,6 @@ def test_reader_warns_once_about_an_unknown_format_version(store_path):
 
 
 def test_reader_warns_about_a_damaged_store(store_path):
-    shutil.rmtree(store_path / "image")
+    shutil.rmtree(store_path / "0")  # the image array
     with pytest.warns(UserWarning, match="image"):
         assert get_reader(str(store_path)) is None

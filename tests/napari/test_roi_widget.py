@@ -24,6 +24,8 @@ from napari.utils.interactions import (
     mouse_release_callbacks,
 )
 from napari.utils.key_bindings import KeymapHandler
+from qtpy.QtCore import QEvent, QPointF, Qt
+from qtpy.QtGui import QMouseEvent
 from qtpy.QtWidgets import QApplication
 
 from napari_perfroi._napari import layers as L
@@ -248,6 +250,49 @@ def test_mouse_drag_draw_and_delete_like_a_user(review, store, qtbot):
     widget.accept_frame()
     assert "has no circle to accept" in widget.status.text()
     assert widget.model.states[1, 2] == NONE
+
+
+def _canvas_position(viewer, world_yx) -> QPointF:
+    """Where the world point (row, col in mm) of the 2D view is on the canvas widget."""
+    native = viewer.window._qt_viewer.canvas.native
+    centre = np.asarray(viewer.camera.center)[-2:]
+    offset = np.array([native.height() / 2, native.width() / 2])
+    y, x = (np.asarray(world_yx) - centre) * viewer.camera.zoom + offset
+    return QPointF(float(x), float(y))
+
+
+def _mouse(viewer, kind, position: QPointF, buttons) -> None:
+    """A real Qt mouse event on the canvas (vispy turns it into napari's mouse callbacks)."""
+    event = QMouseEvent(kind, position, position, Qt.MouseButton.LeftButton, buttons,
+                        Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(viewer.window._qt_viewer.canvas.native, event)
+
+
+def test_circles_on_every_slice_can_be_dragged_with_the_mouse(make_napari_viewer, store, qtbot):
+    """With slices 12.640002 mm apart (a world slice coordinate that maps back to
+    0.9999999999999999 when the axis is scaled in mm) a press-drag-release with real Qt
+    events moves the circle of each slice."""
+    Study.open(store, writable=True).update_attrs(slice_positions_mm=[0.0, 12.640002, 25.280004])
+    viewer = make_napari_viewer(show=True)
+    viewer.open(store, plugin=PLUGIN)
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+    layer = viewer.layers[L.ROI_LAYER]
+    roi, _ = stored(store)
+    spacing = np.asarray(layer.scale)[2:]
+    for s in (0, 1, 2):
+        widget.go_to(s, 3)
+        layer.mode = "select"
+        qtbot.wait(20)
+        start = _canvas_position(viewer, (roi[s, 3, :2] + 0.3 * roi[s, 3, 2]) * spacing)
+        step = QPointF(6.0, 4.0)  # screen pixels
+        _mouse(viewer, QEvent.Type.MouseButtonPress, start, Qt.MouseButton.LeftButton)
+        for f in (0.5, 1.0):  # napari moves the shape by the cursor's path after the first
+            _mouse(viewer, QEvent.Type.MouseMove, start + f * step, Qt.MouseButton.LeftButton)
+        _mouse(viewer, QEvent.Type.MouseButtonRelease, start + step, Qt.MouseButton.NoButton)
+        settle(qtbot)
+        assert widget.model.states[s, 3] == EDITED, f"slice {s}"
+        moved = (widget.model.roi[s, 3, :2] - roi[s, 3, :2]) * spacing * viewer.camera.zoom
+        np.testing.assert_allclose(moved, [2.0, 3.0], atol=0.5)
 
 
 def test_widget_updates_are_not_taken_for_edits(review, store, qtbot):

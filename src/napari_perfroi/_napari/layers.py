@@ -50,19 +50,16 @@ CONTRAST_PERCENTILES = (0.5, 99.8)
 
 
 # ---------------------------------------------------------------- geometry
-def image_scale(
-    pixel_spacing_mm, slice_thickness_mm, slice_positions_mm
-) -> tuple[float, float, float, float]:
-    """World scale of (slice, t, y, x): mm between slices, 1 per frame, mm per pixel.
+def image_scale(pixel_spacing_mm) -> tuple[float, float, float, float]:
+    """World scale of (slice, t, y, x): 1 per slice, 1 per frame, mm per pixel.
 
-    The slice step is the median gap between slice positions; with a single
-    slice (or no usable positions) it is the slice thickness.
+    The slice axis counts slices rather than millimetres: slice positions are
+    rarely evenly spaced, and napari picks shapes with the mouse only where the
+    slice coordinate maps back to a whole index (a scale of 12.640002 mm puts
+    the second slice at 0.9999999999999999, where no circle can be picked).
     """
-    gaps = np.abs(np.diff(np.asarray(slice_positions_mm, dtype=float)))
-    gaps = gaps[np.isfinite(gaps) & (gaps > 0)]
-    slice_mm = float(np.median(gaps)) if gaps.size else _positive_or_one(slice_thickness_mm)
     row_mm, col_mm = (_positive_or_one(v) for v in pixel_spacing_mm)
-    return (slice_mm, 1.0, row_mm, col_mm)
+    return (1.0, 1.0, row_mm, col_mm)
 
 
 def _positive_or_one(value) -> float:
@@ -74,10 +71,7 @@ def _positive_or_one(value) -> float:
 
 
 def study_scale(study: Study) -> tuple[float, float, float, float]:
-    attrs = study.attrs
-    return image_scale(
-        attrs["pixel_spacing_mm"], attrs["slice_thickness_mm"], attrs["slice_positions_mm"]
-    )
+    return image_scale(study.attrs["pixel_spacing_mm"])
 
 
 def contrast_limits(image, n_frames: int = CONTRAST_SAMPLE_FRAMES) -> tuple[float, float]:
@@ -128,9 +122,7 @@ def dicom_image_layer(series, folder) -> LayerData:
     image = series.to_dask()
     kwargs = {
         "name": IMAGE_LAYER,
-        "scale": image_scale(
-            series.pixel_spacing_mm, series.slice_thickness_mm, series.slice_positions_mm
-        ),
+        "scale": image_scale(series.pixel_spacing_mm),
         "axis_labels": AXIS_LABELS,
         "metadata": {DICOM_KEY: str(folder)},
         "contrast_limits": contrast_limits(image),
