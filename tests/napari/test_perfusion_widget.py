@@ -350,3 +350,18 @@ def test_rest_study_pairs_both_bullseyes_and_the_reserve(make_napari_viewer, qtb
 
     _compute(qtbot, widget)
     assert widget.rest_pair is not None and widget.rest_axes is not None
+
+
+def test_store_opened_after_the_dock_shows_each_result_layer_once(make_napari_viewer, qtbot,
+                                                                  computed_store):
+    """The dock is open before the store: it takes over the reader's result layers instead
+    of adding its own beside them (no "MBF [1]")."""
+    viewer = make_napari_viewer()
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Perfusion")
+    viewer.open(computed_store, plugin=PLUGIN)
+    qtbot.waitUntil(lambda: widget.report is not None, timeout=5000)
+    names = [layer.name for layer in viewer.layers]
+    assert not [name for name in names if name.endswith("]")], names
+    for name in (L.MBF_LAYER, L.AHA_LAYER, L.AIF_ROI_LAYER):
+        assert names.count(name) == 1
+    assert viewer.layers[L.MBF_LAYER].visible

@@ -273,8 +273,14 @@ class PerfusionWidget(QWidget):
         self.rest_button.clicked.connect(self._choose_rest)
         self._progressed.connect(self._show_progress)
         self.canvas.mpl_connect("button_press_event", self._on_click)
-        self._connect(self.viewer.layers.events.inserted, self._attach)
-        self._connect(self.viewer.layers.events.removed, self._attach)
+        # A reader adds a store's layers one by one: look at them once it is done, so its
+        # result layers are taken over rather than shown twice.
+        self._attach_timer = QTimer(self)
+        self._attach_timer.setSingleShot(True)
+        self._attach_timer.setInterval(0)
+        self._attach_timer.timeout.connect(self._attach)
+        self._connect(self.viewer.layers.events.inserted, self._schedule_attach)
+        self._connect(self.viewer.layers.events.removed, self._schedule_attach)
         self._connect(self.viewer.dims.events.point, self._on_frame)
         # Not self: the slot runs when the widget is gone.
         self.destroyed.connect(partial(_teardown, self._cancel, self._connections))
@@ -344,6 +350,9 @@ class PerfusionWidget(QWidget):
         return frame_at(self.viewer, layer, self._shape)
 
     # ---------------------------------------------------------------- store -> layers and panel
+    def _schedule_attach(self, event=None) -> None:
+        self._attach_timer.start()
+
     def _attach(self, event=None) -> None:
         """Find the store of the perfusion layer and show its results if it is a new one."""
         self._store, note = find_store(self.viewer)
@@ -679,7 +688,7 @@ class PerfusionWidget(QWidget):
         self.hematocrit.setEnabled(not running)
         self.flow_model.setEnabled(not running)
         self.dose_ratio.setEnabled(not running)
-        self.rest_button.setEnabled(not running and self._shown_store is not None)
+        self.rest_button.setEnabled(not running and self._store is not None)
         if self._aif_layer is not None:
             self._aif_layer.editable = not running
         if running:
