@@ -365,3 +365,27 @@ def test_store_opened_after_the_dock_shows_each_result_layer_once(make_napari_vi
     for name in (L.MBF_LAYER, L.AHA_LAYER, L.AIF_ROI_LAYER):
         assert names.count(name) == 1
     assert viewer.layers[L.MBF_LAYER].visible
+
+
+def test_closing_the_dock_stops_the_aha_step_without_reporting_to_it(analysed_store):
+    """The dock is closed once the flow map is written: the aha step stops before it writes
+    and nothing is reported to the gone widget any more (emitting on a deleted widget
+    crashed the viewer on exit)."""
+    import threading
+
+    from napari_perfroi._napari.perfusion_widget import run_perfusion
+    from napari_perfroi.progress import Cancelled
+
+    cancel, closed = threading.Event(), threading.Event()
+    reported = []
+
+    def on_progress(step, done, total):
+        reported.append(step)
+        if step == "flow" and done == total:
+            closed.set()  # what the dock's teardown does
+
+    with pytest.raises(Cancelled):
+        run_perfusion(analysed_store, 0.45, cancel, closed, on_progress)
+    assert "aha" not in reported
+    study = Study.open(analysed_store)
+    assert study.has("mbf") and not study.has("aha")

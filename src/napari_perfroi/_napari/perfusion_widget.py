@@ -122,28 +122,31 @@ def _draw_study_bullseye(ax, report: dict[str, Any], highlight: int | None) -> N
 
 
 def run_perfusion(
-    path: Path, hematocrit: float, cancel: threading.Event,
+    path: Path, hematocrit: float, cancel: threading.Event, closed: threading.Event,
     on_progress: Callable[[str, int, int], None], flow_model: str = "fermi",
     dose_ratio: float | None = None,
 ) -> dict[str, str]:
     """Run the flow and aha steps on the store; {step: summary}.
 
     Runs in the worker thread and reports through ``on_progress(step, done,
-    total)``. ``cancel`` stops the flow step before it writes anything
-    (:class:`Cancelled`); once the flow step has written its map the aha step
-    always runs, so the report is never left half updated.
+    total)``, never once the dock is ``closed`` (its widget is gone). ``cancel``
+    stops the flow step before it writes anything (:class:`Cancelled`); once the
+    flow map is written the aha step finishes the report, unless the dock is
+    closed, which stops it before it writes.
     """
     from ..pipeline import run_step
 
     study = Study.open(path, writable=True)
 
-    def flow_progress(done: int, total: int) -> None:
-        if cancel.is_set():
-            raise Cancelled
-        on_progress("flow", done, total)
+    def progress_of(step: str, stop: threading.Event) -> Callable[[int, int], None]:
+        def progress(done: int, total: int) -> None:
+            if stop.is_set() or closed.is_set():
+                raise Cancelled
+            on_progress(step, done, total)
 
-    def aha_progress(done: int, total: int) -> None:
-        on_progress("aha", done, total)
+        return progress
+
+    flow_progress, aha_progress = progress_of("flow", cancel), progress_of("aha", closed)
 
     flow_progress(0, study.shape[0])
     summaries = {"flow": run_step(study, "flow", flow_progress, hematocrit=hematocrit,
@@ -153,9 +156,9 @@ def run_perfusion(
     return summaries
 
 
-def _teardown(cancel: threading.Event, connections: list[tuple[Any, Any]], *_) -> None:
+def _teardown(closed: threading.Event, connections: list[tuple[Any, Any]], *_) -> None:
     """Stop a run and disconnect from the viewer's events once the widget is gone."""
-    cancel.set()
+    closed.set()
     for emitter, callback in connections:
         emitter.disconnect(callback)
     connections.clear()
@@ -185,7 +188,8 @@ class PerfusionWidget(QWidget):
         self._aif_layer = None  # the "AIF ROI" layer whose edits are watched
         self._aif_edited = False  # the user painted in it since it was loaded
         self._default_hematocrit = 0.45
-        self._cancel = threading.Event()
+        self._cancel = threading.Event()  # Cancel pressed
+        self._closed = threading.Event()  # the widget is gone
         self._connections: list[tuple[Any, Any]] = []
 
         self.study_label = QLabel()
@@ -283,7 +287,7 @@ class PerfusionWidget(QWidget):
         self._connect(self.viewer.layers.events.removed, self._schedule_attach)
         self._connect(self.viewer.dims.events.point, self._on_frame)
         # Not self: the slot runs when the widget is gone.
-        self.destroyed.connect(partial(_teardown, self._cancel, self._connections))
+        self.destroyed.connect(partial(_teardown, self._closed, self._connections))
         self._attach()
 
     # ---------------------------------------------------------------- actions
@@ -296,7 +300,7 @@ class PerfusionWidget(QWidget):
         self._cancel.clear()
         self._run_store = self._store  # the layer may go while the run goes on
         self.worker = step_worker(
-            run_perfusion, self._run_store, self._chosen_hematocrit(), self._cancel,
+            run_perfusion, self._run_store, self._chosen_hematocrit(), self._cancel, self._closed,
             self._progressed.emit, self.flow_model.currentData(),
             self.dose_ratio.value() or None, on_done=self._on_done,
             on_error=self._on_error, on_finished=self._on_finished,
