@@ -389,3 +389,18 @@ def test_closing_the_dock_stops_the_aha_step_without_reporting_to_it(analysed_st
     assert "aha" not in reported
     study = Study.open(analysed_store)
     assert study.has("mbf") and not study.has("aha")
+
+
+def test_all_docks_fit_a_1280_by_800_screen(make_napari_viewer, qtbot, computed_store):
+    """Segment, ROI review and Perfusion open together: their contents scroll, so the
+    window does not grow past a 1280 x 800 screen."""
+    viewer = make_napari_viewer(show=True)
+    viewer.open(computed_store, plugin=PLUGIN)
+    for name in ("Segment", "ROI review", "Perfusion"):
+        viewer.window.add_plugin_dock_widget(PLUGIN, name)
+    window = viewer.window._qt_window
+    window.resize(1280, 800)
+    qtbot.wait(100)
+    minimum = window.minimumSizeHint().expandedTo(window.minimumSize())
+    assert minimum.height() <= 800 and minimum.width() <= 1280, minimum
+    assert window.height() <= 800

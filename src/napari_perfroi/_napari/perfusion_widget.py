@@ -40,7 +40,6 @@ from qtpy.QtWidgets import (
     QLabel,
     QProgressBar,
     QPushButton,
-    QVBoxLayout,
     QWidget,
 )
 
@@ -79,6 +78,7 @@ from .layers import (
     parameter_map_layer,
     study_scale,
 )
+from .scroll import scrolling_layout
 from .segment_widget import find_store
 from .step_worker import request_cancel, show_step_error, show_step_progress, step_worker
 
@@ -254,7 +254,7 @@ class PerfusionWidget(QWidget):
         buttons.addWidget(self.compute_button)
         buttons.addWidget(self.cancel_button)
         buttons.addWidget(self.rest_button)
-        layout = QVBoxLayout(self)
+        layout = scrolling_layout(self)
         layout.addWidget(self.study_label)
         layout.addLayout(hematocrit_row)
         layout.addLayout(buttons)

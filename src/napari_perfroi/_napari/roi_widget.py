@@ -39,7 +39,6 @@ from qtpy.QtWidgets import (
     QLabel,
     QListWidget,
     QPushButton,
-    QVBoxLayout,
     QWidget,
 )
 
@@ -60,6 +59,7 @@ from .layers import (
     roi_shapes,
     shape_circle,
 )
+from .scroll import scrolling_layout
 from .segment_widget import find_store
 from .step_worker import step_worker
 
@@ -192,7 +192,7 @@ class RoiWidget(QWidget):
         self.status = QLabel()
         self.status.setWordWrap(True)
 
-        layout = QVBoxLayout(self)
+        layout = scrolling_layout(self)
         layout.addWidget(self.study_label)
         layout.addLayout(grid)
         layout.addWidget(self.overwrite_box)

@@ -33,6 +33,7 @@ from qtpy.QtWidgets import (
 from ..errors import InputError
 from ..progress import Cancelled
 from .layers import DICOM_KEY, IMAGE_LAYER, LABELS_LAYER, STORE_KEY
+from .scroll import scrolling_layout
 from .step_worker import request_cancel, show_step_error, show_step_progress, step_worker
 
 STEPS = ["segment"]  # plus the steps whose output the store lacks (motion)
@@ -204,7 +205,7 @@ class SegmentWidget(QWidget):
         finetune_layout = QVBoxLayout(finetune_group)
         finetune_layout.addWidget(self.finetune_stores)
         finetune_layout.addLayout(store_buttons)
-        layout = QVBoxLayout(self)
+        layout = scrolling_layout(self)
         for widget in (self.study_label, self.device_label):
             layout.addWidget(widget)
         layout.addLayout(models)
