@@ -404,3 +404,17 @@ def test_all_docks_fit_a_1280_by_800_screen(make_napari_viewer, qtbot, computed_
     minimum = window.minimumSizeHint().expandedTo(window.minimumSize())
     assert minimum.height() <= 800 and minimum.width() <= 1280, minimum
     assert window.height() <= 800
+
+
+def test_the_map_is_not_hidden_under_the_labels(make_napari_viewer, computed_store):
+    """Opened with its results, the store shows the MBF map above the labels, whether the
+    reader alone or the Perfusion dock laid the layers out."""
+    viewer = make_napari_viewer()
+    viewer.open(computed_store, plugin=PLUGIN)
+    names = [layer.name for layer in viewer.layers]
+    assert names.index(L.LABELS_LAYER) < names.index(L.MBF_LAYER)
+    viewer.layers.move(names.index(L.LABELS_LAYER), len(names))  # the user moved it on top
+    viewer.window.add_plugin_dock_widget(PLUGIN, "Perfusion")
+    names = [layer.name for layer in viewer.layers]
+    assert names.index(L.LABELS_LAYER) < names.index(L.MBF_LAYER) < names.index(L.AIF_ROI_LAYER)
+    assert viewer.layers[L.MBF_LAYER].visible

@@ -52,8 +52,8 @@ def test_store_with_derived_arrays_shows_them(make_napari_viewer, full_store_pat
     viewer.open(full_store_path, plugin=PLUGIN)
 
     names = [layer.name for layer in viewer.layers]
-    assert names == [
-        L.IMAGE_LAYER, L.MBF_LAYER, L.AHA_LAYER, L.TRUTH_LABELS_LAYER, L.LABELS_LAYER, L.ROI_LAYER,
+    assert names == [  # the map above the labels, which would hide it
+        L.IMAGE_LAYER, L.TRUTH_LABELS_LAYER, L.LABELS_LAYER, L.MBF_LAYER, L.AHA_LAYER, L.ROI_LAYER,
     ]
     for layer in viewer.layers:
         _assert_study_geometry(layer, full_store_path)

@@ -239,12 +239,12 @@ def roi_layer(study: Study, scale=None) -> LayerData:
 
 # Bottom to top: the raw image first, the ROI outlines last.
 _OPTIONAL_LAYERS = (
-    *((array, partial(parameter_map_layer, array=array)) for array in MAP_LAYERS),
-    ("mbf", mbf_layer),
-    ("aha", aha_layer),
-    ("label_uncertainty", uncertainty_layer),
     ("truth/labels", truth_labels_layer),
     ("labels", labels_layer),
+    ("label_uncertainty", uncertainty_layer),
+    *((array, partial(parameter_map_layer, array=array)) for array in MAP_LAYERS),
+    ("mbf", mbf_layer),  # above the labels, which would hide it
+    ("aha", aha_layer),
     ("roi", roi_layer),
 )
 

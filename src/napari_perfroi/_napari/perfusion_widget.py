@@ -63,6 +63,7 @@ from .layers import (
     AHA_NUMBERS_LAYER,
     AIF_ROI_LAYER,
     IMAGE_LAYER,
+    LABELS_LAYER,
     MAP_LAYERS,
     MBF_LAYER,
     MBF_RANGE_ML_MIN_G,
@@ -434,10 +435,11 @@ class PerfusionWidget(QWidget):
         self._stack_overlays()
 
     def _stack_overlays(self) -> None:
-        """Keep the result layers in the order of OVERLAYS: the AIF ROI above the maps."""
+        """Keep the labels under the result layers, and those in the order of OVERLAYS: the
+        maps above the labels (which would hide them), the AIF ROI above the maps."""
         layers = self.viewer.layers
         below = -1
-        for name in OVERLAYS:
+        for name in (LABELS_LAYER, *OVERLAYS):
             layer = self._layer(name)
             if layer is None:
                 continue
