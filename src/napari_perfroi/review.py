@@ -99,18 +99,25 @@ class ReviewModel:
     def accepted(self, s: int) -> int:
         return int((self.states[s] == ACCEPTED).sum())
 
-    def unreviewed(self, start: int, step: int) -> tuple[int, int] | None:
-        """First frame not accepted of the next slice (``step`` +1/-1, cyclic) that has one.
+    def unreviewed(self, frame: tuple[int, int], step: int) -> tuple[int, int] | None:
+        """The first frame not accepted after ``frame`` (``step`` +1) or before it (-1), slice
+        by slice and frame by frame, wrapping round; None when every frame is accepted.
 
-        The slice after ``start`` comes first, ``start`` itself last.
+        The rest of ``frame``'s own slice comes first, so no frame is skipped.
         """
-        n_slices = self.shape[0]
-        for k in range(1, n_slices + 1):
-            s = (start + step * k) % n_slices
-            pending = np.flatnonzero(self.states[s] != ACCEPTED)
-            if pending.size:
-                return s, int(pending[0])
-        return None
+        n_times = self.shape[1]
+        pending = np.flatnonzero((self.states != ACCEPTED).ravel())
+        if not pending.size:
+            return None
+        here = frame[0] * n_times + frame[1]
+        if step > 0:
+            after = pending[pending > here]
+            index = after[0] if after.size else pending[0]
+        else:
+            before = pending[pending < here]
+            index = before[-1] if before.size else pending[-1]
+        s, t = divmod(int(index), n_times)
+        return s, t
 
     def save(self) -> None:
         """Write circles and states to the store (atomic); clears ``dirty``."""

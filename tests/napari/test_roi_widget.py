@@ -166,8 +166,8 @@ def test_proposals_appear_as_shapes_on_their_frames(review, store):
         assert f"color:{colour}" in widget.legend.text() and name in widget.legend.text()
     n_times = roi.shape[1]
     assert [widget.progress_list.item(i).text() for i in range(widget.progress_list.count())] == [
-        f"slice 0 (basal): 0/{n_times} accepted", f"slice 1 (mid): 0/{n_times} accepted",
-        f"slice 2 (apical): 0/{n_times} accepted"]
+        f"slice 1 (basal): 0/{n_times} accepted", f"slice 2 (mid): 0/{n_times} accepted",
+        f"slice 3 (apical): 0/{n_times} accepted"]  # slices count from 1, as in Perfusion
 
 
 def test_frame_info_follows_the_dims(review, store):
@@ -178,7 +178,7 @@ def test_frame_info_follows_the_dims(review, store):
     assert widget.current_frame() == (2, 7)
     row, col, radius = roi[2, 7]
     text = widget.frame_label.text()
-    assert "slice 2 (apical) · frame 7 · proposed" in text
+    assert "slice 3 (apical) · frame 7 · proposed" in text
     assert f"centre row {row * spacing[0]:.1f} mm, col {col * spacing[1]:.1f} mm" in text
     assert f"radius {radius * np.mean(spacing):.1f} mm" in text
     assert widget.progress_list.currentRow() == 2
@@ -389,20 +389,22 @@ def test_next_and_previous_unreviewed_move_the_dims(review, store):
     widget.go_to(1, 1)
     widget.accept_frame()
     widget.go_to(0, 4)
-    widget.next_unreviewed()
+    widget.next_unreviewed()  # past the finished slice 0 and the accepted frames 0, 1
     assert widget.current_frame() == (1, 2)
-    widget.next_unreviewed()
-    assert widget.current_frame() == (2, 0)
+    assert widget.status.text() == "slice 2 frame 2: not accepted yet"
+    widget.next_unreviewed()  # the rest of the same slice comes first
+    assert widget.current_frame() == (1, 3)
+    widget.go_to(2, n_times - 1)
     widget.next_unreviewed()  # wraps past the finished slice 0
     assert widget.current_frame() == (1, 2)
-    widget.previous_unreviewed()  # back past slice 0, to the last slice
-    assert widget.current_frame() == (2, 0)
+    widget.previous_unreviewed()  # back past slice 0, to the last frame of the last slice
+    assert widget.current_frame() == (2, n_times - 1)
     # The same through the keys, with the ROI layer active (its keys come first).
     handler = KeymapHandler()
     handler.keymap_providers = [layer, viewer]
     viewer.layers.selection.active = layer
     assert handler.press_key("Shift-N")
-    assert widget.current_frame() == (1, 2)
+    assert widget.current_frame() == (2, n_times - 2)
     for s in (1, 2):
         widget.go_to(s, 0)
         widget.accept_series()

@@ -233,7 +233,7 @@ class RoiWidget(QWidget):
             return
         self._model_changed(autosave=True)
         kept = self.model.shape[1] - 1 - len(targets)
-        self.status.setText(f"propagated slice {s} frame {t} to {len(targets)} frame(s)"
+        self.status.setText(f"propagated slice {s + 1} frame {t} to {len(targets)} frame(s)"
                             + (f"; {kept} reviewed frame(s) kept" if kept else ""))
 
     def accept_frame(self) -> None:
@@ -242,11 +242,11 @@ class RoiWidget(QWidget):
         if frame is None:
             return
         if not self.model.accept([frame]):
-            self.status.setText(f"slice {frame[0]} frame {frame[1]} has no circle to accept")
+            self.status.setText(f"slice {frame[0] + 1} frame {frame[1]} has no circle to accept")
             return
         self._model_changed(autosave=False)
         if self.save():
-            self.status.setText(f"accepted slice {frame[0]} frame {frame[1]}")
+            self.status.setText(f"accepted slice {frame[0] + 1} frame {frame[1]}")
 
     def accept_series(self) -> None:
         """Accept every frame with a circle of the current slice (saved at once)."""
@@ -256,11 +256,11 @@ class RoiWidget(QWidget):
         s = frame[0]
         done = self.model.accept([(s, t) for t in range(self.model.shape[1])])
         if not done:
-            self.status.setText(f"slice {s} has no circle to accept")
+            self.status.setText(f"slice {s + 1} has no circle to accept")
             return
         self._model_changed(autosave=False)
         if self.save():
-            self.status.setText(f"accepted {len(done)} frame(s) of slice {s}")
+            self.status.setText(f"accepted {len(done)} frame(s) of slice {s + 1}")
 
     def revert(self) -> None:
         """Put the current frame back to its proposal from the labels."""
@@ -425,7 +425,7 @@ class RoiWidget(QWidget):
             self._model_changed(autosave=True, render_now=False)
             s, t = changed[-1]
             state = ROI_STATES[int(self.model.states[s, t])]
-            self.status.setText(f"slice {s} frame {t}: {state}" if len(changed) == 1
+            self.status.setText(f"slice {s + 1} frame {t}: {state}" if len(changed) == 1
                                 else f"{len(changed)} frames changed")
         self._render(rebuild_later=True)
 
@@ -559,12 +559,12 @@ class RoiWidget(QWidget):
         frame = self._current_frame()
         if frame is None:
             return
-        found = self.model.unreviewed(frame[0], step)
+        found = self.model.unreviewed(frame, step)
         if found is None:
             self.status.setText("every frame is accepted")
             return
         self.go_to(*found)
-        self.status.setText(f"slice {found[0]}: first frame not accepted is {found[1]}")
+        self.status.setText(f"slice {found[0] + 1} frame {found[1]}: not accepted yet")
 
     def _go_to_slice_item(self, item) -> None:
         if self.model is None:
@@ -578,7 +578,7 @@ class RoiWidget(QWidget):
         if model is None:
             return
         n_slices, n_times = model.shape
-        lines = [f"slice {s} ({model.slice_levels[s]}): {model.accepted(s)}/{n_times} accepted"
+        lines = [f"slice {s + 1} ({model.slice_levels[s]}): {model.accepted(s)}/{n_times} accepted"
                  for s in range(n_slices)]
         if [self.progress_list.item(i).text() for i in range(self.progress_list.count())] != lines:
             self.progress_list.clear()
@@ -593,7 +593,7 @@ class RoiWidget(QWidget):
             self.progress_list.setCurrentRow(s)
         model = self.model
         state = ROI_STATES.get(int(model.states[s, t]), "none")
-        head = f"slice {s} ({model.slice_levels[s]}) · frame {t} · {state}"
+        head = f"slice {s + 1} ({model.slice_levels[s]}) · frame {t} · {state}"
         if not model.has_circle(s, t):
             self.frame_label.setText(f"{head}\nno circle")
             return
@@ -607,7 +607,7 @@ class RoiWidget(QWidget):
     def _revert(self, frame: tuple[int, int]) -> None:
         self.model.revert(*frame)
         self._model_changed(autosave=True)
-        self.status.setText(f"slice {frame[0]} frame {frame[1]} back to its proposal")
+        self.status.setText(f"slice {frame[0] + 1} frame {frame[1]} back to its proposal")
 
     def _on_proposals(self, proposals: np.ndarray) -> None:
         self._proposal_model.proposals = proposals
