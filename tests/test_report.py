@@ -265,7 +265,7 @@ def test_report_pdf_is_one_page_with_the_report_values(tmp_path):
     assert report_pdf_bytes(study) == pdf  # the same report gives the same bytes
     text = _pdf_page_text(pdf)
     for expected in ("Study s1", f"napari-perfroi {__version__}", f"Model {MODEL}",
-                     "Flow type blood", "Hematocrit 0.42", "AIF auto, slice 0, plasma peak 6.0",
+                     "Flow type blood", "Hematocrit 0.42", "AIF auto, slice 1, plasma peak 6.0",
                      "AIF saturation not checked", "Global MBF: 2.60 mL/min/g", "LAD 2.10",
                      "RCA 2.70", "LCx 3.30", "Lowest territory: LAD", "AIF peak early",
                      "1 basal anterior LAD 1.21", f"{NOT_IMAGED} apical inferior RCA - - -"):

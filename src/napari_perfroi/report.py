@@ -481,7 +481,7 @@ def _curve_panels(report: dict[str, Any]) -> list[tuple[str, list[int]]]:
 def _panel_title(report: dict[str, Any], level: str, segments: list[int]) -> str:
     """A curve panel's title: the slice level and the slices its segments lie in."""
     slices = sorted({report["segment_curves"][s - 1]["slice"] for s in segments})
-    return f"{level}" + (f" (slice {', '.join(map(str, slices))})" if slices else "")
+    return f"{level}" + (f" (slice {', '.join(str(s + 1) for s in slices)})" if slices else "")
 
 
 def _save_figure(fig: Figure, path: Path) -> None:
@@ -611,7 +611,7 @@ def _aif_description(report: dict[str, Any]) -> str:
     """Where the AIF came from, its plasma peak and how it was built."""
     parts = [report.get("aif_source", "source not recorded")]
     if "aif_slice" in report:  # numbered from 0, as in the curves' titles
-        parts.append(f"slice {report['aif_slice']}")
+        parts.append(f"slice {report['aif_slice'] + 1}")
     parts.append(f"plasma peak {max(report['aif']):.1f} mmol/L")
     if report.get("aif_construction", "measured") != "measured":
         parts.append(report["aif_construction"])
@@ -845,10 +845,9 @@ def _stress_rest_curves_figure(pair: StressRest) -> Figure:
     for row, (level, segments) in zip(axes, panels):
         for ax, (role, name, report) in zip(row, studies):
             aif_axes.append(draw_curves(ax, report, segments))
-            curves = [report["segment_curves"][s - 1] for s in segments]
-            slices = sorted({curve["slice"] for curve in curves if curve})
-            where = f" (slice {', '.join(map(str, slices))})" if slices else " (not imaged)"
-            ax.set_title(f"{role}, {name}: {level}{where}", fontsize=9)
+            imaged = [s for s in segments if report["segment_curves"][s - 1]]
+            title = _panel_title(report, level, imaged) if imaged else f"{level} (not imaged)"
+            ax.set_title(f"{role}, {name}: {title}", fontsize=9)
     _common_limits(list(axes.ravel()), "x")
     _common_limits(list(axes.ravel()), "y")
     _common_limits(aif_axes, "y")
