@@ -39,6 +39,7 @@ def test_segment_writes_labels_and_shows_them(make_napari_viewer, qtbot, phantom
     assert widget.study_label.text() == "study: p.zarr"
     assert widget.run_button.isEnabled() and not widget.cancel_button.isEnabled()
 
+    active = viewer.layers.selection.active
     shown = run_responsively(qtbot, widget, widget.run, widget.run_button, RUN_TIMEOUT_MS)
     n_slices = Study.open(phantom_path).shape[0]
     assert n_slices in shown  # per-slice progress reached the bar
@@ -53,7 +54,8 @@ def test_segment_writes_labels_and_shows_them(make_napari_viewer, qtbot, phantom
     np.testing.assert_array_equal(np.asarray(viewer.layers[L.UNCERTAINTY_LAYER].data[:, 0]),
                                   study.read("label_uncertainty"))
     assert layer.metadata[L.STORE_KEY] == str(phantom_path)
-    assert viewer.layers.selection.active is layer
+    # The layer the user had stays active: the new labels do not take over its keys.
+    assert viewer.layers.selection.active is active is not layer
     assert widget.status.text() == "LV found on all 3 slice(s)"
     lv, myocardium, rv = dice_per_class(labels, study.read("truth/labels"))
     assert lv >= 0.85 and myocardium >= 0.7 and rv >= 0.7, (lv, myocardium, rv)

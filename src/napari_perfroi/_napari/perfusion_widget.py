@@ -448,7 +448,8 @@ class PerfusionWidget(QWidget):
             below = layers.index(layer)
 
     def _put_layer(self, kind: type, data: Any, kwargs: dict[str, Any], layer_type: str):
-        """The layer named ``kwargs["name"]`` showing ``data``: updated in place, or added."""
+        """The layer named ``kwargs["name"]`` showing ``data``: updated in place, or added
+        (without making it the active layer: the user's keeps its keys)."""
         layer = self._layer(kwargs["name"])
         if isinstance(layer, kind):
             if "shape_type" in kwargs:
@@ -461,7 +462,11 @@ class PerfusionWidget(QWidget):
             layer.scale = kwargs["scale"]
             layer.translate = kwargs.get("translate", np.zeros(layer.ndim))
             return layer
-        return getattr(self.viewer, f"add_{layer_type}")(data, **kwargs)
+        active = self.viewer.layers.selection.active
+        layer = getattr(self.viewer, f"add_{layer_type}")(data, **kwargs)
+        if active is not None:
+            self.viewer.layers.selection.active = active
+        return layer
 
     def _layer(self, name: str):
         """The layer ``name`` of the shown store, None if there is none."""

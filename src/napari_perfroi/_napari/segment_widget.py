@@ -441,10 +441,14 @@ class SegmentWidget(QWidget):
         from .layers import labels_layer, uncertainty_layer
 
         study = Study.open(path)
+        # napari makes an added layer the active one; the user's stays, so that the keys of
+        # the ROI review do not become the labels' paint keys.
+        active = self.viewer.layers.selection.active
         self._replace_or_add(uncertainty_layer(study), Image, self.viewer.add_image)
         labels = self._replace_or_add(labels_layer(study), Labels, self.viewer.add_labels)
         labels.visible = True
-        self.viewer.layers.selection.active = labels
+        if active is not None and active in self.viewer.layers:
+            self.viewer.layers.selection.active = active
 
     def _replace_or_add(self, layer_data, layer_type, add):
         """The layer named in ``layer_data`` with its data replaced, or a new one."""
