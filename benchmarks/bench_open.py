@@ -144,7 +144,7 @@ def run_fresh(path: Path, next_path: Path) -> dict[str, float]:
 # ---------------------------------------------------------------- report
 def print_table(path: Path, runs: list[dict[str, float]]) -> None:
     baseline = statistics.median(r["rss_before_open_mb"] for r in runs)
-    size_gb = sum(f.stat().st_size for f in (path / "image").rglob("*") if f.is_file()) / 1e9
+    size_gb = sum(f.stat().st_size for f in (path / "0").rglob("*") if f.is_file()) / 1e9
     print(f"\nstore {path.name}: shape {SHAPE} uint16, "
           f"{np.prod(SHAPE) * 2 / 1e9:.2f} GB of frames ({size_gb:.2f} GB on disk)")
     print(f"{'measure':<44}{'median':>9}{'worst':>9}{'target':>9}  ok")

@@ -58,7 +58,7 @@ def make_inputs(root: Path, dynamics: int | None) -> list[Path]:
     future = root / "future-version.zarr"
     shutil.copytree(sources[0], future)
     meta = json.loads((future / "zarr.json").read_text())
-    meta["attributes"]["perfroi"]["format_version"] = 2
+    meta["attributes"]["perfroi"]["format_version"] = 99
     (future / "zarr.json").write_text(json.dumps(meta))
     return sources + [truncated, empty, future]
 

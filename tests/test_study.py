@@ -89,14 +89,14 @@ def test_overwrite_replaces(tmp_path):
 @pytest.mark.parametrize(
     "damage, message",
     [
-        (lambda p: rewrite_attrs(p, format_version=2), "unknown format_version 2"),
+        (lambda p: rewrite_attrs(p, format_version=3), "unknown format_version 3"),
         (lambda p: rewrite_attrs(p, format_version="1"), "unknown format_version '1'"),
         (lambda p: _drop_attr(p, "pixel_spacing_mm"), "missing required attribute pixel_spacing_mm"),
         (lambda p: _drop_attr(p, "frame_times_s"), "missing required attribute frame_times_s"),
         (lambda p: rewrite_attrs(p, frame_times_s=[[0.0]]), "frame_times_s does not match"),
         (lambda p: (p / "zarr.json").write_text("{not json"), "unreadable zarr.json"),
-        (lambda p: __import__("shutil").rmtree(p / "image"), "required array 'image' is missing"),
-        (lambda p: (p / "image" / "zarr.json").write_text("{bad"), "malformed store"),
+        (lambda p: __import__("shutil").rmtree(p / "0"), "required array 'image' is missing"),
+        (lambda p: (p / "0" / "zarr.json").write_text("{bad"), "malformed store"),
         (lambda p: rewrite_attrs(p, slice_levels=None), "malformed store"),
         (lambda p: _add_wrong_labels(p), r"'labels' must be uint8 \(3, 5, 12, 16\)"),
     ],
@@ -136,7 +136,7 @@ def test_image_is_lazy_one_chunk_per_frame(tmp_path, monkeypatch):
     original_read = zarr.storage._local._get
 
     def counting_read(file_path, *args, **kwargs):
-        if "/image/c/" in file_path.as_posix():
+        if "/0/c/" in file_path.as_posix():
             chunk_reads.append(file_path.relative_to(path).as_posix())
         return original_read(file_path, *args, **kwargs)
 
@@ -146,7 +146,7 @@ def test_image_is_lazy_one_chunk_per_frame(tmp_path, monkeypatch):
     frame = image[1, 2]
     assert chunk_reads == []
     frame.compute()
-    assert chunk_reads == ["image/c/1/2/0/0"]
+    assert chunk_reads == ["0/c/2/1/0/0"]  # format 2 keeps the image time-first on disk
 
 
 def test_image_is_never_modified(tmp_path):
@@ -184,7 +184,7 @@ def test_derived_arrays_checked_and_replaced(tmp_path):
     study.write("truth/labels", np.ones((3, 5, 12, 16), np.uint8))
     assert study.arrays() == ["image", "roi", "truth/labels"]
     # no staging or retired copies are left beside the live arrays
-    assert sorted(p.name for p in path.iterdir()) == ["image", "roi", "truth", "zarr.json"]
+    assert sorted(p.name for p in path.iterdir()) == ["0", "roi", "truth", "zarr.json"]
 
 
 def test_readers_never_see_a_partial_array(tmp_path):

@@ -2,7 +2,8 @@
 
 Each task imports one study (a DICOM folder, a ``.zip`` of DICOM files, or a
 copy of a study store) into ``OUT/studies/<name>.zarr``, runs every analysis
-step, writes the report into ``OUT/reports/<name>/`` and returns a
+step, writes the report into ``OUT/reports/<name>/`` (with ``export_dicom``, the
+DICOM results too, in ``OUT/reports/<name>/dicom/``) and returns a
 :class:`StudyRecord`. A failing study gives a "failed" record and leaves no
 output behind; it never stops the others. Inputs are only read.
 
@@ -48,6 +49,7 @@ LOW_FIT_QUALITY = 0.25
 # Worker environment: one thread per numerical library, so N workers use N cores.
 SINGLE_THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 _COPY_PREFIX = ".copy-"
+DICOM_FOLDER = "dicom"  # in a study's report folder, with --export-dicom
 _GLOB_CHARACTERS = re.compile(r"[*?[]")
 
 
@@ -196,22 +198,25 @@ def default_workers() -> int:
 
 # ---------------------------------------------------------------- the task
 def process_study(job: BatchJob, out_dir: str, force: bool = False,
-                  weights: Path | None = None, flow_model: str = "fermi") -> StudyRecord:
+                  weights: Path | None = None, flow_model: str = "fermi",
+                  export_dicom: bool = False) -> StudyRecord:
     """Import, analyse (segmenting with ``weights``, default the shipped model, and fitting
-    flow with ``flow_model``) and report one study; never raises for a bad study.
+    flow with ``flow_model``) and report one study (``export_dicom``: and export its
+    results as DICOM); never raises for a bad study.
 
-    Skips a study whose report and analysed store already exist unless
-    ``force``. On failure the study's outputs are removed and the record says why.
+    Skips a study whose report (and DICOM export) and analysed store already exist
+    unless ``force``. On failure the study's outputs are removed and the record says why.
     """
     started = time.perf_counter()
     store, report_dir = output_paths(Path(out_dir), job.name)
     record = StudyRecord(job.name, str(job.source), STATUS_DONE)
     try:
-        if not force and _is_complete(store, report_dir):
+        if not force and _is_complete(store, report_dir, export_dicom):
             record.status = STATUS_SKIPPED
             _fill_record(record, store, [])
         else:
-            import_warnings = _analyse(job.source, store, report_dir, weights, flow_model)
+            import_warnings = _analyse(job.source, store, report_dir, weights, flow_model,
+                                       export_dicom)
             _fill_record(record, store, import_warnings)
     except Exception as exc:  # noqa: BLE001 - one bad study must not stop the batch
         record = failed_record(job, Path(out_dir), exc)
@@ -237,10 +242,12 @@ def error_line(exc: BaseException) -> str:
     return " ".join(text.split())
 
 
-def _is_complete(store: Path, report_dir: Path) -> bool:
+def _is_complete(store: Path, report_dir: Path, export_dicom: bool = False) -> bool:
     from .study import Study, StoreError
 
     if not (report_dir / "report.json").is_file():
+        return False
+    if export_dicom and not (report_dir / DICOM_FOLDER).is_dir():
         return False
     try:
         study = Study.open(store)
@@ -250,13 +257,15 @@ def _is_complete(store: Path, report_dir: Path) -> bool:
 
 
 def _analyse(source: Path, store: Path, report_dir: Path, weights: Path | None,
-             flow_model: str) -> list[str]:
-    """Import or copy ``source`` to ``store``, run every step, write the report.
+             flow_model: str, export_dicom: bool = False) -> list[str]:
+    """Import or copy ``source`` to ``store``, run every step, write the report (and, with
+    ``export_dicom``, the DICOM results, identified from a DICOM ``source``).
 
     Returns the importer's warnings (e.g. skipped files).
     """
     import dask
 
+    from .dicom_results import export_results
     from .pipeline import STEPS, run_step, with_prerequisites
     from .report import write_report
     from .study import Study
@@ -273,15 +282,24 @@ def _analyse(source: Path, store: Path, report_dir: Path, weights: Path | None,
         for step in with_prerequisites(study, list(STEPS)):
             run_step(study, step, model=weights, flow_model=flow_model)
         write_report(study, report_dir)
+        if export_dicom:
+            export_results(study, report_dir / DICOM_FOLDER,
+                           source=None if _is_store(source) else source)
     return import_warnings
+
+
+def _is_store(source: Path) -> bool:
+    from .study import is_study_store
+
+    return source.name.lower().endswith(".zarr") or is_study_store(source)
 
 
 def _import(source: Path, store: Path) -> list[str]:
     """A study store at ``store`` from a store (copied), a DICOM folder or a zip."""
     from .dicom import import_dicom
-    from .study import Study, is_study_store, replace_dir
+    from .study import Study, replace_dir
 
-    if source.name.lower().endswith(".zarr") or is_study_store(source):
+    if _is_store(source):
         Study.open(source)  # validated before anything is copied
         staging = store.with_name(f"{_COPY_PREFIX}{store.name}-{uuid.uuid4().hex[:8]}")
         try:
@@ -410,10 +428,12 @@ def run_batch(
     weights: Path | None = None,
     flow_model: str = "fermi",
     pairs: dict[str, str] | None = None,
+    export_dicom: bool = False,
     log: Callable[[str], None] = print,
 ) -> list[StudyRecord]:
-    """Process every job on ``client``'s workers with a progress bar, then the reserve of
-    each stress -> rest study name in ``pairs``; write ``summary.csv``.
+    """Process every job on ``client``'s workers with a progress bar (``export_dicom``:
+    with the DICOM results), then the reserve of each stress -> rest study name in
+    ``pairs``; write ``summary.csv``.
 
     Returns the records in job order.
     """
@@ -424,7 +444,8 @@ def run_batch(
     out_dir.mkdir(parents=True, exist_ok=True)
     log(f"dashboard: {client.dashboard_link}")
     futures = {
-        client.submit(process_study, job, str(out_dir), force, weights, flow_model, pure=False): job
+        client.submit(process_study, job, str(out_dir), force, weights, flow_model, export_dicom,
+                      pure=False): job
         for job in jobs
     }
     records: dict[str, StudyRecord] = {}

@@ -54,10 +54,10 @@ def _cmd_analyze(args: argparse.Namespace) -> None:
 
     study = Study.open(args.store, writable=True)
     steps = with_prerequisites(study, parse_steps(args.steps))
-    if "segment" in steps:  # a bad device fails now, not after the motion step
-        from .segment.model import pick_device
+    if "segment" in steps:  # a bad device or weights file fails now, not after the motion step
+        from .segment.model import load_model
 
-        pick_device(args.device)
+        load_model(args.weights, args.device)
     run_steps(study, steps, model=args.weights, device=args.device, margin_mm=args.margin_mm,
               flow_model=args.model,
               hematocrit=args.hematocrit, t1_blood_s=args.t1_blood, t1_myocardium_s=args.t1_myocardium,
@@ -192,7 +192,7 @@ def _cmd_batch(args: argparse.Namespace) -> None:
     pairs = {} if args.pairs is None else read_pairs(Path(args.pairs), jobs)
     with open_client(workers=args.workers, scheduler=args.scheduler) as client:
         records = run_batch(jobs, out_dir, client, force=args.force, weights=weights,
-                            flow_model=args.model, pairs=pairs)
+                            flow_model=args.model, pairs=pairs, export_dicom=args.export_dicom)
     print(f"wrote {out_dir / 'summary.csv'}")
     print(count_line(records))
 
@@ -363,6 +363,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="stress and rest studies of one patient: a CSV file with the columns "
                           "stress and rest, one pair a row, each a SRC of this batch (relative "
                           "paths are from the file's folder)")
+    cmd.add_argument("--export-dicom", action="store_true",
+                     help="also export each study's results as DICOM (as export-dicom, "
+                          "identified from its DICOM source) into DIR/reports/NAME/dicom/")
     cmd.set_defaults(run=_cmd_batch)
 
     cmd = commands.add_parser(

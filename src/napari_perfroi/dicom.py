@@ -8,8 +8,13 @@ Files
     A file without the ``DICM`` marker is not DICOM and is ignored silently
     (README, .DS_Store, ``__MACOSX`` debris), as is a DICOM object that is not
     an image (DICOMDIR, reports). An image file whose header or pixel data is
-    cut short or unparsable is skipped with a warning and counted; the import
-    goes on if the remaining files form a consistent series.
+    cut short or unparsable -- a value that is not a number, not finite, or
+    not a transfer syntax; more than 10,000 frames or more pixel data than an
+    element holds (4 GiB), refused before anything is read or allocated; a zip
+    member that is encrypted, damaged or compressed with an unsupported
+    method -- is skipped with a warning and counted; the import goes on if the
+    remaining files form a consistent series. Symbolic links in a folder are
+    not followed; zip members are read from the archive, never extracted.
 
 Frames
     A classic file is one frame. An enhanced multi-frame file (Enhanced MR) is
@@ -79,11 +84,19 @@ Pixel values
     (the dtype is known from the headers alone, so the lazy array and the
     import agree).
 
+References
+    The UIDs of the study, its frame of reference, each slice's series and each
+    frame's instance are kept in the ``source_instances`` attribute, so results
+    exported as DICOM (segmentations, parametric maps) reference the images
+    they were made from.
+
 Errors (:class:`DicomError`, one line naming SRC and the files, series or tags)
     missing SRC, empty folder, no DICOM files, no readable image; several
     StudyInstanceUIDs; a repeated SOPInstanceUID; two images of one slice with
     the same time and InstanceNumber; missing PixelSpacing, SliceThickness or
-    position tags; matrix size, PixelSpacing, SliceThickness or
+    position tags; a PixelSpacing or SliceThickness that is not positive; an
+    ImageOrientationPatient that is not two perpendicular unit vectors;
+    matrix size, PixelSpacing, SliceThickness or
     ImageOrientationPatient that differ between files; two series at one
     slice position; slices with different frame counts; no usable clock;
     several AIF-like series; an AIF series with several slices, without
@@ -101,6 +114,7 @@ import struct
 import sys
 import warnings
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,6 +128,7 @@ from .study import StoreError, Study, slice_levels_for
 APEX_DIRECTION_LPS = np.array([1.0, -1.0, -1.0]) / np.sqrt(3.0)
 SLICE_TOLERANCE = 0.1  # fraction of the slice thickness within which positions are one slice
 _ORIENTATION_TOLERANCE = 1e-3
+_ORTHONORMAL_TOLERANCE = 1e-2  # of the dot products of ImageOrientationPatient's vectors
 _SPACING_TOLERANCE_MM = 1e-4
 _POSITION_DECIMALS = 6  # mm
 _ORIGIN_DECIMALS = 6  # pixels
@@ -130,8 +145,8 @@ _ITEM_TAG = (0xFFFE, 0xE000)
 _SEQUENCE_END_TAG = (0xFFFE, 0xE0DD)
 _UNDEFINED_LENGTH = 0xFFFFFFFF
 _MAX_NAMED = 3  # files named in one message
-
-OpenFile = Callable[[], contextlib.AbstractContextManager[BinaryIO]]
+_MAX_FRAMES = 10_000  # frames of one file
+_MAX_PIXEL_BITS = 8 * 2**32  # the most one (native) Pixel Data element holds
 
 
 class DicomError(InputError):
@@ -169,6 +184,9 @@ class _FileInfo:
     description: str  # SeriesDescription
     sop_uid: str
     sop_class: str
+    sop_class_uid: str
+    frame_of_reference_uid: str
+    multiframe: bool  # an enhanced file: frames are referenced by number
     modality: str
     manufacturer: str
 
@@ -227,6 +245,7 @@ class DicomSeries:
     saturation_time_s: float | None = None  # from InversionTime
     aif: DicomSeries | None = None  # the separate AIF series (one slice), if any
     aif_series: dict[str, Any] | None = None  # its store attribute (see study.check_aif_series)
+    source_instances: dict[str, Any] | None = None  # the store attribute (_source_instances)
 
     @property
     def skipped_files(self) -> int:
@@ -327,6 +346,7 @@ def import_dicom(
         extra["image_position_patient"] = series.image_position_patient
     if series.saturation_time_s is not None:
         extra["saturation_time_s"] = series.saturation_time_s
+    extra["source_instances"] = series.source_instances
     return Study.create(
         dest,
         images[0],
@@ -349,11 +369,12 @@ def _scan_frames(src: Path) -> tuple[list[_Frame], list[str]]:
     frames: list[_Frame] = []
     skipped: list[str] = []
     n_files = 0
-    with _opened_source(src) as files:
-        for name, ref, open_file, size in files:
+    with _opened_source(src) as (archive, files), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom warns about odd values; _Unreadable says enough
+        for name, ref, size in files:
             n_files += 1
             try:
-                with open_file() as fh:
+                with _open_ref(ref, archive) as fh:
                     frames.extend(_read_file(fh, ref, name, size))
             except _Unreadable as exc:
                 skipped.append(f"{name} ({exc})")
@@ -365,21 +386,19 @@ def _scan_frames(src: Path) -> tuple[list[_Frame], list[str]]:
 
 
 @contextlib.contextmanager
-def _opened_source(src: Path) -> Iterator[list[tuple[str, FrameRef, OpenFile, int]]]:
-    """(name, reference of frame 0, opener, size in bytes) of every file in a folder, zip
-    or single file (a zip member's size is its uncompressed size, from the directory)."""
+def _opened_source(
+    src: Path,
+) -> Iterator[tuple[zipfile.ZipFile | None, list[tuple[str, FrameRef, int]]]]:
+    """The open zip (None for a folder or a single file) and the (name, reference of
+    frame 0, size in bytes) of every file in it (a zip member's size is its
+    uncompressed size, from the directory). Zip members are read in memory, never
+    extracted, so their names cannot place anything outside."""
     if not src.exists():
         raise DicomError(f"{src}: no such file or folder")
     if src.is_dir():
-        paths = sorted(p for p in src.rglob("*") if p.is_file())
-        yield [
-            (
-                p.relative_to(src).as_posix(),
-                FrameRef(str(p), None, 0),
-                _file_opener(p),
-                p.stat().st_size,
-            )
-            for p in paths
+        yield None, [
+            (p.relative_to(src).as_posix(), FrameRef(str(p), None, 0), p.stat().st_size)
+            for p in _files_under(src)
         ]
     elif zipfile.is_zipfile(src):
         try:
@@ -387,27 +406,23 @@ def _opened_source(src: Path) -> Iterator[list[tuple[str, FrameRef, OpenFile, in
                 members = sorted(
                     (i for i in archive.infolist() if not i.is_dir()), key=lambda i: i.filename
                 )
-                yield [
-                    (
-                        i.filename,
-                        FrameRef(str(src), i.filename, 0),
-                        _member_opener(archive, i.filename),
-                        i.file_size,
-                    )
-                    for i in members
+                yield archive, [
+                    (i.filename, FrameRef(str(src), i.filename, 0), i.file_size) for i in members
                 ]
         except zipfile.BadZipFile as exc:
             raise DicomError(f"{src}: unreadable zip file ({exc})") from None
     else:
-        yield [(src.name, FrameRef(str(src), None, 0), _file_opener(src), src.stat().st_size)]
+        yield None, [(src.name, FrameRef(str(src), None, 0), src.stat().st_size)]
 
 
-def _file_opener(path: Path) -> OpenFile:
-    return lambda: open(path, "rb")
-
-
-def _member_opener(archive: zipfile.ZipFile, member: str) -> OpenFile:
-    return lambda: archive.open(member)
+def _files_under(folder: Path) -> list[Path]:
+    """Regular files under ``folder``, searched recursively. Symbolic links, to files or
+    folders, are not followed, so nothing outside ``folder`` is read."""
+    found = []
+    for root, _, names in os.walk(folder):
+        paths = (Path(root) / name for name in names)
+        found.extend(p for p in paths if not p.is_symlink() and p.is_file())
+    return sorted(found)
 
 
 @contextlib.contextmanager
@@ -422,15 +437,31 @@ def _opened_archive(ref: FrameRef) -> Iterator[zipfile.ZipFile | None]:
 
 @contextlib.contextmanager
 def _open_ref(ref: FrameRef, archive: zipfile.ZipFile | None = None) -> Iterator[BinaryIO]:
+    """The file that holds ``ref``, open for reading. A zip member that cannot be read
+    (compression method not supported, encrypted, damaged) raises _Unreadable."""
     if ref.member is None:
         with open(ref.path, "rb") as fh:
             yield fh
-    elif archive is not None:
-        with archive.open(ref.member) as fh:
+        return
+    with contextlib.ExitStack() as stack:
+        if archive is None:
+            archive = stack.enter_context(_opened_archive(ref))
+        try:
+            fh = stack.enter_context(archive.open(ref.member))
+        except (NotImplementedError, RuntimeError, zipfile.BadZipFile) as exc:
+            raise _Unreadable(f"unreadable zip member: {_one_line(exc)}") from None
+        try:
             yield fh
-    else:
-        with _opened_archive(ref) as own, own.open(ref.member) as fh:
-            yield fh
+        except (zlib.error, zipfile.BadZipFile, EOFError) as exc:
+            raise _Unreadable(f"damaged zip member: {_one_line(exc)}") from None
+
+
+def read_header(ref: FrameRef):
+    """The header (pixel data left out) of the file that holds frame ``ref``."""
+    import pydicom
+
+    with _open_ref(ref) as fh:
+        return pydicom.dcmread(fh, stop_before_pixels=True)
 
 
 def _read_pixels(ref: FrameRef, archive: zipfile.ZipFile | None = None) -> np.ndarray:
@@ -457,23 +488,39 @@ def _read_file(fh: BinaryIO, ref: FrameRef, name: str, size: int) -> list[_Frame
         return []
     fh.seek(0)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ds = pydicom.dcmread(fh, stop_before_pixels=True)
+        ds = pydicom.dcmread(fh, stop_before_pixels=True)
     except Exception as exc:  # pydicom raises many types for a damaged header
         raise _Unreadable(f"unreadable header: {_one_line(exc)}") from None
     if _is_known_non_image(ds.file_meta.get("MediaStorageSOPClassUID") or ds.get("SOPClassUID")):
         return []
     if "Rows" not in ds or "Columns" not in ds:
         raise _Unreadable("truncated header")
-    problem = _pixel_data_problem(fh, ds, size)
-    if problem:
-        raise _Unreadable(problem)
-    _check_decodable(ds)
-    try:
+    try:  # every value below comes from the header and may be anything
+        _check_layout(ds)
+        problem = _pixel_data_problem(fh, ds, size)
+        if problem:
+            raise _Unreadable(problem)
+        _check_decodable(ds)
         return _frames_of(ds, ref, name)
-    except (ValueError, TypeError, AttributeError) as exc:
+    except (ValueError, TypeError, AttributeError, OverflowError) as exc:
         raise _Unreadable(f"malformed header: {_one_line(exc)}") from None
+
+
+def _check_layout(ds) -> None:
+    """Refuse a transfer syntax, matrix or frame count that no image can have, before
+    anything is sized from them."""
+    syntax = ds.file_meta.get("TransferSyntaxUID")
+    if not syntax or not syntax.is_transfer_syntax:
+        raise _Unreadable(f"TransferSyntaxUID {str(syntax or '')!r} is not a transfer syntax")
+    rows, cols, n_frames = int(ds.Rows), int(ds.Columns), int(ds.get("NumberOfFrames") or 1)
+    bits = int(ds.get("BitsAllocated") or 16)
+    if min(rows, cols, n_frames, bits) < 1 or n_frames > _MAX_FRAMES:
+        raise _Unreadable(f"declares {n_frames} frame(s) of {rows}x{cols} pixels of {bits} bits")
+    if rows * cols * n_frames * bits > _MAX_PIXEL_BITS:
+        raise _Unreadable(
+            f"declares {n_frames} frame(s) of {rows}x{cols} pixels of {bits} bits, more "
+            "than pixel data can hold (4 GiB)"
+        )
 
 
 def _is_known_non_image(sop_class) -> bool:
@@ -492,8 +539,8 @@ def _pixel_data_problem(fh: BinaryIO, ds, size: int) -> str | None:
     member would decompress all of it). Only element and item headers are
     read: the pixel values themselves are not.
     """
-    syntax = ds.file_meta.get("TransferSyntaxUID")
-    if syntax is None or syntax.is_deflated:
+    syntax = ds.file_meta.TransferSyntaxUID
+    if syntax.is_deflated:
         return None  # the file position means nothing in a deflated stream
     endian = "<" if syntax.is_little_endian else ">"
     head = fh.read(4)
@@ -542,9 +589,7 @@ def _encapsulated_problem(fh: BinaryIO, size: int, n_frames: int) -> str | None:
 def _check_decodable(ds) -> None:
     from pydicom.pixels import get_decoder
 
-    syntax = ds.file_meta.get("TransferSyntaxUID")
-    if syntax is None:
-        raise _Unreadable("no TransferSyntaxUID in the file meta information")
+    syntax = ds.file_meta.TransferSyntaxUID
     try:
         decoder = get_decoder(syntax)
     except NotImplementedError:
@@ -567,6 +612,9 @@ def _frames_of(ds, ref: FrameRef, name: str) -> list[_Frame]:
         description=str(ds.get("SeriesDescription", "")),
         sop_uid=str(ds.get("SOPInstanceUID", "")),
         sop_class="" if sop_class is None else sop_class.name,
+        sop_class_uid=str(sop_class or ""),
+        frame_of_reference_uid=str(ds.get("FrameOfReferenceUID", "")),
+        multiframe="NumberOfFrames" in ds,
         modality=str(ds.get("Modality", "")),
         manufacturer=str(ds.get("Manufacturer", "")),
     )
@@ -602,28 +650,39 @@ def _frames_of(ds, ref: FrameRef, name: str) -> list[_Frame]:
                 cols=int(ds.Columns),
                 unsigned16=unsigned16,
                 spacing=_floats(_value("PixelSpacing", measures, ds), 2, "PixelSpacing"),
-                thickness=_float(_value("SliceThickness", measures, ds)),
+                thickness=_float(_value("SliceThickness", measures, ds), "SliceThickness"),
                 orientation=_floats(orientation, 6, "ImageOrientationPatient"),
                 position=_floats(position, 3, "ImagePositionPatient"),
-                slice_location=_float(_value("SliceLocation", ds)),
+                slice_location=_float(_value("SliceLocation", ds), "SliceLocation"),
                 acquired=acquired,
                 acquired_tag=acquired_tag,
-                trigger_s=None if trigger_ms is None else float(trigger_ms) / 1000.0,
-                interval_s=None if interval_ms is None else float(interval_ms) / 1000.0,
+                trigger_s=_seconds(trigger_ms, "TriggerTime"),
+                interval_s=_seconds(interval_ms, "NominalInterval"),
                 instance=None if _value("InstanceNumber", ds) is None else int(ds.InstanceNumber),
-                slope=float(_first_present(_value("RescaleSlope", transform, ds), 1.0)),
-                intercept=float(_first_present(_value("RescaleIntercept", transform, ds), 0.0)),
+                slope=_float(_first_present(_value("RescaleSlope", transform, ds), 1.0),
+                             "RescaleSlope"),
+                intercept=_float(_first_present(_value("RescaleIntercept", transform, ds), 0.0),
+                                 "RescaleIntercept"),
                 inversion_s=(
                     None if inversion_ms is None
-                    else round(float(inversion_ms) / 1000.0, _SATURATION_DECIMALS)
+                    else round(_seconds(inversion_ms, "InversionTime"), _SATURATION_DECIMALS)
                 ),
             )
         )
     return frames
 
 
-def _float(value) -> float | None:
-    return None if value is None else float(value)
+def _float(value, keyword: str) -> float | None:
+    if value is None:
+        return None
+    number = float(value)
+    if not np.isfinite(number):
+        raise ValueError(f"{keyword} is {number}")
+    return number
+
+
+def _seconds(milliseconds, keyword: str) -> float | None:
+    return None if milliseconds is None else _float(milliseconds, keyword) / 1000.0
 
 
 def _floats(values, count: int, keyword: str) -> tuple[float, ...] | None:
@@ -631,7 +690,7 @@ def _floats(values, count: int, keyword: str) -> tuple[float, ...] | None:
         return None
     if len(values) != count:
         raise ValueError(f"{keyword} has {len(values)} values, {count} expected")
-    return tuple(float(v) for v in values)
+    return tuple(_float(v, keyword) for v in values)
 
 
 def _first_present(*values):
@@ -727,7 +786,30 @@ def _build_series(
         source=_describe(study_frames, skipped, clock, location_tag),
         skipped=skipped,
         saturation_time_s=_saturation_time(frames),
+        source_instances=_source_instances(slices),
     )
+
+
+def _source_instances(slices: list[list[_Frame]]) -> dict[str, Any]:
+    """The ``source_instances`` store attribute: where each frame [S][T] came from.
+
+    ``study_instance_uid``, ``frame_of_reference_uid`` (None unless every file has
+    the same one), per slice ``series_instance_uid`` and ``sop_class_uid``, per
+    frame ``sop_instance_uid``, and ``frame_number`` [S][T] (1-based) when the
+    frames come from enhanced multi-frame files (None otherwise). DICOM results
+    (segmentations, parametric maps) reference the images through these.
+    """
+    frames_of_reference = {f.file.frame_of_reference_uid for s in slices for f in s}
+    multiframe = any(f.file.multiframe for s in slices for f in s)
+    return {
+        "study_instance_uid": slices[0][0].file.study_uid,
+        "frame_of_reference_uid": (frames_of_reference.pop()
+                                   if len(frames_of_reference) == 1 else None) or None,
+        "series_instance_uid": [s[0].file.series_uid for s in slices],
+        "sop_class_uid": [s[0].file.sop_class_uid for s in slices],
+        "sop_instance_uid": [[f.file.sop_uid for f in s] for s in slices],
+        "frame_number": [[f.ref.frame + 1 for f in s] for s in slices] if multiframe else None,
+    }
 
 
 def _saturation_time(frames: list[_Frame]) -> float | None:
@@ -874,6 +956,21 @@ def _check_required_tags(src: Path, frames: list[_Frame]) -> None:
             raise DicomError(f"{where}: missing {', '.join(missing)}")
         if f.thickness <= 0:
             raise DicomError(f"{src}: {f.name}: SliceThickness must be positive, got {f.thickness}")
+        if min(f.spacing) <= 0:
+            raise DicomError(
+                f"{src}: {f.name}: PixelSpacing must be positive, got {_fmt(f.spacing)}"
+            )
+        if f.orientation is not None and not _orthonormal(f.orientation):
+            raise DicomError(
+                f"{src}: {f.name}: ImageOrientationPatient {_fmt(f.orientation)} is not two "
+                "perpendicular unit vectors"
+            )
+
+
+def _orthonormal(orientation) -> bool:
+    row, col = np.asarray(orientation[:3]), np.asarray(orientation[3:])
+    products = [row @ row, col @ col, row @ col]
+    return np.allclose(products, [1.0, 1.0, 0.0], atol=_ORTHONORMAL_TOLERANCE)
 
 
 def _check_geometry(src: Path, frames: list[_Frame]) -> None:

@@ -4,7 +4,9 @@ All slices are interleaved in one series, InstanceNumber follows acquisition
 order across slices, and the file names are random hex (from the seed) that
 say nothing about slice or time, so an importer has to use the headers, as it
 must with real scanner exports. UIDs are derived from the seed, so the same
-study and seed give the same files.
+study and seed give the same files; :func:`series_datasets` builds the same
+datasets in memory (the DICOM results of a study not imported from DICOM refer
+to them).
 
 Times: AcquisitionTime (with AcquisitionDate) is the series start plus the
 frame time, to the microsecond; TriggerTime carries the same time in ms
@@ -79,6 +81,27 @@ def export_dicom(
     as a second series. ``folder`` must be absent or empty. Returns the files
     written, in acquisition order (main series, then AIF series).
     """
+    datasets = series_datasets(image, attrs, seed=seed, series_description=series_description,
+                               aif_image=aif_image)
+    folder = Path(folder)
+    if folder.exists() and any(folder.iterdir()):
+        raise InputError(f"{folder}: folder is not empty")
+    folder.mkdir(parents=True, exist_ok=True)
+    names = _random_names(np.random.default_rng(seed), len(datasets))
+    return [_save(ds, folder / name) for (_, ds), name in zip(datasets, names)]
+
+
+def series_datasets(
+    image: np.ndarray,
+    attrs: Mapping[str, Any],
+    *,
+    seed: int = 0,
+    series_description: str = "stress perfusion",
+    aif_image: np.ndarray | None = None,
+) -> list[tuple[tuple[int, int] | None, Any]]:
+    """The datasets :func:`export_dicom` writes, in memory and in acquisition order: one
+    ``((slice, frame), dataset)`` per frame of ``image``, then ``(None, dataset)`` per
+    frame of ``aif_image``."""
     image = np.asarray(image)
     if image.ndim != 4 or image.dtype != np.uint16:
         raise ValueError(f"image must be uint16 (S, T, Y, X), got {image.dtype} {image.shape}")
@@ -88,13 +111,6 @@ def export_dicom(
         raise ValueError(f"frame_times_s must be {n_slices}x{n_frames}, got {times.shape}")
     orientation, positions = _geometry(attrs, image.shape)
     aif = None if aif_image is None else _aif_frames(aif_image, attrs, orientation, positions)
-    folder = Path(folder)
-    if folder.exists() and any(folder.iterdir()):
-        raise InputError(f"{folder}: folder is not empty")
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    n_aif = 0 if aif is None else len(aif["frames"])
-    names = iter(_random_names(rng, n_slices * n_frames + n_aif))
     uids = _UidSource(seed, image)
     series = {
         "study_uid": uids.make("study"),
@@ -109,7 +125,7 @@ def export_dicom(
         ((s, t) for s in range(n_slices) for t in range(n_frames)),
         key=lambda st: (times[st], st[0]),
     )
-    written = []
+    datasets = []
     for instance, (s, t) in enumerate(acquisition_order, start=1):
         ds = _frame_dataset(
             image[s, t], attrs, series,
@@ -120,7 +136,7 @@ def export_dicom(
             position=positions[s],
             slice_location=float(attrs["slice_positions_mm"][s]),
         )
-        written.append(_save(ds, folder / next(names)))
+        datasets.append(((s, t), ds))
     if aif is not None:
         aif_series = {
             **series,
@@ -140,8 +156,8 @@ def export_dicom(
                 position=aif["position"],
                 slice_location=aif["slice_location"],
             )
-            written.append(_save(ds, folder / next(names)))
-    return written
+            datasets.append((None, ds))
+    return datasets
 
 
 def _save(ds, path: Path) -> Path:
@@ -276,6 +292,8 @@ def _frame_dataset(
     ds.FrameOfReferenceUID = series["frame_of_reference_uid"]
     ds.PositionReferenceIndicator = ""
     ds.StudyID = "1"
+    ds.AccessionNumber = ""
+    ds.ReferringPhysicianName = ""
     ds.SeriesNumber = series["number"]
     ds.AcquisitionNumber = 1
     ds.InstanceNumber = instance
@@ -285,19 +303,23 @@ def _frame_dataset(
     ds.StudyTime = ds.SeriesTime = _tm(SERIES_START)
     ds.AcquisitionTime = ds.ContentTime = _tm(acquired)
     ds.TriggerTime = f"{round(time_s * 1e6) / 1e3:.3f}"  # ms, to the microsecond
-    if series["saturation_time_s"] is not None:
-        ds.InversionTime = _ds(round(series["saturation_time_s"] * 1000.0, 6))  # ms
     ds.ScanningSequence = "GR"
+    if series["saturation_time_s"] is not None:
+        ds.InversionTime = decimal_string(round(series["saturation_time_s"] * 1000.0, 6))  # ms
+        ds.ScanningSequence = ["GR", "IR"]  # the standard allows InversionTime only with IR
     ds.SequenceVariant = "SP"
-    ds.ScanOptions = ""
+    ds.ScanOptions = "CG"  # cardiac gating: TriggerTime is written
+    ds.RepetitionTime = ""
+    ds.EchoTime = ""
+    ds.EchoTrainLength = ""
     ds.MRAcquisitionType = "2D"
     ds.BodyPartExamined = "HEART"
     ds.PatientPosition = "HFS"
-    ds.SliceThickness = _ds(attrs["slice_thickness_mm"])
-    ds.PixelSpacing = [_ds(v) for v in series["pixel_spacing_mm"]]
-    ds.ImageOrientationPatient = [_ds(v) for v in orientation]
-    ds.ImagePositionPatient = [_ds(v) for v in position]
-    ds.SliceLocation = _ds(slice_location)
+    ds.SliceThickness = decimal_string(attrs["slice_thickness_mm"])
+    ds.PixelSpacing = [decimal_string(v) for v in series["pixel_spacing_mm"]]
+    ds.ImageOrientationPatient = [decimal_string(v) for v in orientation]
+    ds.ImagePositionPatient = [decimal_string(v) for v in position]
+    ds.SliceLocation = decimal_string(slice_location)
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
     ds.Rows, ds.Columns = pixels.shape
@@ -312,7 +334,7 @@ def _frame_dataset(
     return ds
 
 
-def _ds(value: float) -> str:
+def decimal_string(value: float) -> str:
     """A decimal string (at most 16 characters) that reads back as ``value`` when it can."""
     from pydicom.valuerep import format_number_as_ds
 

@@ -61,7 +61,7 @@ def test_sample_store_is_generated_once(monkeypatch):
 
 def test_damaged_sample_store_is_regenerated():
     path = phantom_study().path
-    shutil.rmtree(path / "image")
+    shutil.rmtree(path / "0")  # the image array
     assert phantom_study().has("image")
     (path / "zarr.json").write_text("{broken")
     assert phantom_study().has("image")

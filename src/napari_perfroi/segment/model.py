@@ -93,7 +93,19 @@ def load_model(weights_path: str | Path | None = None, device: str = "auto") -> 
     path = Path(weights_path) if weights_path is not None else SHIPPED_WEIGHTS
     if not path.is_file():
         raise ModelError(f"{path}: model weights not found")
+    _check_safetensors(path)
     return _load(path.resolve(), file_sha256(path), pick_device(device))
+
+
+def _check_safetensors(path: Path) -> None:
+    """Refuse anything but a safetensors file (an 8-byte header length, then its JSON), so
+    pickled weights (.pt, .pth, .ckpt), which run code when loaded, are never opened."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if len(head) < 9 or head[8:9] != b"{":
+        raise ModelError(
+            f"{path}: not a safetensors file (pickled weights such as .pt or .ckpt are refused)"
+        )
 
 
 @functools.lru_cache(maxsize=4)
