@@ -418,3 +418,17 @@ def test_the_map_is_not_hidden_under_the_labels(make_napari_viewer, computed_sto
     names = [layer.name for layer in viewer.layers]
     assert names.index(L.LABELS_LAYER) < names.index(L.MBF_LAYER) < names.index(L.AIF_ROI_LAYER)
     assert viewer.layers[L.MBF_LAYER].visible
+
+
+def test_another_study_clears_the_last_runs_status(make_napari_viewer, qtbot, computed_store,
+                                                    tmp_path):
+    """The status line and progress bar of a run do not stay when another study is shown."""
+    viewer, widget = _open(make_napari_viewer, computed_store)
+    _compute(qtbot, widget)
+    assert widget.status.text() and widget.progress_bar.value() > 0
+    other = tmp_path / "other.zarr"
+    shutil.copytree(computed_store, other)
+    viewer.layers.clear()
+    viewer.open(other, plugin=PLUGIN)
+    qtbot.waitUntil(lambda: widget.report is not None, timeout=5000)
+    assert widget.status.text() == "" and widget.progress_bar.value() <= 0

@@ -40,7 +40,9 @@ AXIS_LABELS = ("slice", "t", "y", "x")
 MBF_RANGE_ML_MIN_G = (0.0, 6.0)
 # 0 background, 1 LV blood pool, 2 LV myocardium, 3 RV blood pool
 LABEL_COLORS = {None: "transparent", 0: "transparent", 1: "red", 2: "yellow", 3: "royalblue"}
-ROI_STATE_COLORS = {"none": "gray", "proposed": "yellow", "edited": "orange",
+# Apart from the label colours (LV red, myocardium yellow, RV blue) and readable on
+# napari's dark theme.
+ROI_STATE_COLORS = {"none": "white", "proposed": "magenta", "edited": "orange",
                     "propagated": "cyan", "accepted": "lime"}
 # Below this size a derived 4D array is read into memory so it can be painted;
 # above it stays lazy (view only) to keep memory bounded.

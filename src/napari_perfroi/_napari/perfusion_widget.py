@@ -81,7 +81,13 @@ from .layers import (
 )
 from .scroll import scrolling_layout
 from .segment_widget import find_store
-from .step_worker import request_cancel, show_step_error, show_step_progress, step_worker
+from .step_worker import (
+    clear_step_progress,
+    request_cancel,
+    show_step_error,
+    show_step_progress,
+    step_worker,
+)
 
 if TYPE_CHECKING:
     from matplotlib.backend_bases import MouseEvent
@@ -307,6 +313,7 @@ class PerfusionWidget(QWidget):
             on_error=self._on_error, on_finished=self._on_finished,
         )
         self._set_running(True)
+        clear_step_progress(self.progress_bar, self.status)  # not the last run's
         self.status.setText("starting…")
         self.worker.start()
 
@@ -370,6 +377,8 @@ class PerfusionWidget(QWidget):
         """Show what the store at ``path`` has: layers, report, AIF; clear the panel without."""
         if path != self._paired_store:  # another study: its rest pair is not this one's
             self._rest_store, self.rest_pair = None, None
+        if path != self._shown_store and self.worker is None and self._shown_store is not None:
+            clear_step_progress(self.progress_bar, self.status)  # the last study's run
         self._shown_store, self._shape, self._motion = path, None, None
         self.report, self.selected_segment, self._shown_slice = None, None, None
         self._aif_edited = False

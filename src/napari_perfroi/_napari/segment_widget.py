@@ -34,7 +34,13 @@ from ..errors import InputError
 from ..progress import Cancelled
 from .layers import DICOM_KEY, IMAGE_LAYER, LABELS_LAYER, STORE_KEY
 from .scroll import scrolling_layout
-from .step_worker import request_cancel, show_step_error, show_step_progress, step_worker
+from .step_worker import (
+    clear_step_progress,
+    request_cancel,
+    show_step_error,
+    show_step_progress,
+    step_worker,
+)
 
 STEPS = ["segment"]  # plus the steps whose output the store lacks (motion)
 SHIPPED_MODEL = "shipped model"
@@ -327,6 +333,7 @@ class SegmentWidget(QWidget):
         self._cancel.clear()
         self.worker = worker
         self._set_running(True)
+        clear_step_progress(self.progress_bar, self.status)  # not the last run's
         self.status.setText("starting…")
         self.worker.start()
 
@@ -334,6 +341,8 @@ class SegmentWidget(QWidget):
         previous = self._store
         self._store, note = find_store(self.viewer)
         self.study_label.setText(note)
+        if self._store != previous and self.worker is None:
+            clear_step_progress(self.progress_bar, self.status)  # the last study's run
         if self._store is not None and self._store != previous:
             self.add_finetune_store(self._store)
             self._show_recorded_segmentation(self._store)

@@ -29,6 +29,13 @@ def request_cancel(cancel: threading.Event, cancel_button, status) -> None:
     status.setText("cancelling…")
 
 
+def clear_step_progress(progress_bar, status) -> None:
+    """An empty bar and status line: for another study, or a new run."""
+    progress_bar.reset()
+    progress_bar.setFormat("")
+    status.setText("")
+
+
 def show_step_progress(progress_bar, status, step: str, done: int, total: int, unit: str,
                        cancelling: bool) -> None:
     progress_bar.setMaximum(max(total, 1))
