@@ -284,17 +284,32 @@ def test_manual_aif_roi_painted_on_a_moved_frame_is_used(
     assert not widget.automatic_aif_button.isEnabled()
 
 
-def test_input_error_is_one_status_line(make_napari_viewer, qtbot, phantom_store):
+def test_compute_segments_a_study_without_labels_first(make_napari_viewer, qtbot,
+                                                      phantom_store):
+    """As ``perfroi analyze`` does, Compute runs the missing motion and segment steps."""
     viewer, widget = _open(make_napari_viewer, phantom_store)
-    assert "run Segment first" in widget.summary.text()
-    assert L.AIF_ROI_LAYER not in [layer.name for layer in viewer.layers]
+    assert "press Compute (it segments the study first)" in widget.summary.text()
+    assert widget.compute_button.isEnabled()
+    steps = []
+    widget._progressed.connect(lambda step, done, total: steps.append(step))
+    _compute(qtbot, widget)
+    assert {"motion", "segment", "flow", "aha"} <= set(steps)
+    study = Study.open(phantom_store)
+    assert study.has("labels") and study.has("mbf") and widget.report is not None
+    assert L.MBF_LAYER in [layer.name for layer in viewer.layers]
+
+
+def test_input_error_is_one_status_line(make_napari_viewer, qtbot, computed_store):
+    """A dual-bolus dose ratio for a study with one bolus: one status line, nothing new."""
+    viewer, widget = _open(make_napari_viewer, computed_store)
+    flow_time = Study.open(computed_store).attrs["steps"]["flow"]["time"]
+    widget.dose_ratio.setValue(10.0)
 
     _compute(qtbot, widget)
 
-    assert "no labels yet; run the segment step first" in widget.status.text()
+    assert "does not show two boluses" in widget.status.text()
     assert len(widget.status.text().splitlines()) == 1
-    assert not Study.open(phantom_store).has("mbf")
-    assert L.MBF_LAYER not in [layer.name for layer in viewer.layers]
+    assert Study.open(computed_store).attrs["steps"]["flow"]["time"] == flow_time
     assert widget.compute_button.isEnabled()
 
 

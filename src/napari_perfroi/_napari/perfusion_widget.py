@@ -103,7 +103,7 @@ AIF_SOURCES = {"manual": "manual ROI", "auto": "automatic, LV blood pool",
 # Properties of a points or shapes layer set again after its data is replaced.
 RESTYLED = ("features", "edge_color", "edge_width", "face_color", "border_color", "size")
 HEMATOCRIT_STEP = 0.01
-PROGRESS_UNITS = {"flow": "slices", "aha": "steps"}
+PROGRESS_UNITS = {"motion": "slices", "segment": "slices", "flow": "slices", "aha": "steps"}
 
 
 def _indices_text(indices: dict[str, Any]) -> str:
@@ -133,15 +133,16 @@ def run_perfusion(
     on_progress: Callable[[str, int, int], None], flow_model: str = "fermi",
     dose_ratio: float | None = None,
 ) -> dict[str, str]:
-    """Run the flow and aha steps on the store; {step: summary}.
+    """Run the flow and aha steps on the store, after the motion and segment steps when
+    the store lacks their results (as ``perfroi analyze`` does); {step: summary}.
 
     Runs in the worker thread and reports through ``on_progress(step, done,
     total)``, never once the dock is ``closed`` (its widget is gone). ``cancel``
-    stops the flow step before it writes anything (:class:`Cancelled`); once the
+    stops the steps up to flow before they write (:class:`Cancelled`); once the
     flow map is written the aha step finishes the report, unless the dock is
     closed, which stops it before it writes.
     """
-    from ..pipeline import run_step
+    from ..pipeline import run_step, with_prerequisites
 
     study = Study.open(path, writable=True)
 
@@ -153,11 +154,16 @@ def run_perfusion(
 
         return progress
 
+    summaries = {}
+    for step in with_prerequisites(study, ["flow"]):
+        if step != "flow":
+            progress = progress_of(step, cancel)
+            progress(0, study.shape[0])
+            summaries[step] = run_step(study, step, progress)
     flow_progress, aha_progress = progress_of("flow", cancel), progress_of("aha", closed)
-
     flow_progress(0, study.shape[0])
-    summaries = {"flow": run_step(study, "flow", flow_progress, hematocrit=hematocrit,
-                                  flow_model=flow_model, dose_ratio=dose_ratio)}
+    summaries["flow"] = run_step(study, "flow", flow_progress, hematocrit=hematocrit,
+                                 flow_model=flow_model, dose_ratio=dose_ratio)
     aha_progress(0, 1)
     summaries["aha"] = run_step(study, "aha", aha_progress)
     return summaries
@@ -494,7 +500,7 @@ class PerfusionWidget(QWidget):
             return
         if report is None:
             hint = ("press Compute" if study.has("labels")
-                    else "no labels yet: run Segment first")
+                    else "press Compute (it segments the study first)")
             self.summary.setText(f"no flow report yet: {hint}")
             return
         units = html.escape(report.get("units", "mL/min/g"))

@@ -66,8 +66,7 @@ from .step_worker import step_worker
 AUTOSAVE_MS = 1000  # pause after the last edit before it is written
 PAST_TENSE = {"added", "changed", "removed"}  # "adding/changing/removing" come first
 MIN_RADIUS_PX = 1.0  # a smaller shape is a stray click, not a circle: it is dropped
-ROI_STEP_HINT = "perfroi analyze STORE --steps roi"
-NO_ROI_HINT = f"run Segment, then {ROI_STEP_HINT}"
+NO_ROI_HINT = "segment it in the Segment dock, then press Propose circles"
 # Layers whose arrival or removal can change what the dock attaches to or offers.
 ATTACH_LAYERS = {ROI_LAYER, IMAGE_LAYER, LABELS_LAYER}
 
@@ -341,7 +340,7 @@ class RoiWidget(QWidget):
             return self._show_unavailable(str(exc), can_propose=False)
         if not study.has("roi"):
             can_propose = study.has("labels")
-            hint = f"press Propose circles, or {ROI_STEP_HINT}" if can_propose else NO_ROI_HINT
+            hint = "press Propose circles" if can_propose else NO_ROI_HINT
             return self._show_unavailable(f"{path.name} has no circles yet: {hint}", can_propose)
         if layer is None:
             if not create_layer:
