@@ -123,8 +123,8 @@ def test_no_store_disables_segment(make_napari_viewer, store_path):
     assert "open a study store" in widget.study_label.text()
 
     viewer.add_image(np.zeros((2, 3, 8, 8), dtype=np.uint16), name=L.IMAGE_LAYER)
-    assert not widget.run_button.isEnabled()
-    assert "perfroi import FOLDER STUDY.zarr" in widget.study_label.text()
+    assert not widget.run_button.isEnabled() and not widget.import_button.isEnabled()
+    assert "open a study store (*.zarr)" in widget.study_label.text()
     widget.run()  # does nothing
     assert widget.worker is None
 
@@ -133,9 +133,9 @@ def test_no_store_disables_segment(make_napari_viewer, store_path):
         np.zeros((2, 3, 8, 8), dtype=np.uint16), name=L.IMAGE_LAYER,
         metadata={L.DICOM_KEY: "/scans/series1"},
     )
-    assert not widget.run_button.isEnabled()
+    assert not widget.run_button.isEnabled() and widget.import_button.isEnabled()
     assert "DICOM folder" in widget.study_label.text()
-    assert "perfroi import FOLDER STUDY.zarr" in widget.study_label.text()
+    assert "press Import DICOM…" in widget.study_label.text()
 
     viewer.layers.clear()
     viewer.open(store_path, plugin=PLUGIN)  # a store opened later enables the button
@@ -175,3 +175,25 @@ def test_opening_a_store_shows_its_uncertain_slices_and_a_clean_one_clears_them(
     assert widget.status.text() == ""
     sure = float(np.asarray(viewer.layers[L.UNCERTAINTY_LAYER].data[flagged[0], 0]).mean())
     assert sure < unsure
+
+
+def test_import_dicom_makes_a_store_and_shows_it(make_napari_viewer, qtbot, tmp_path):
+    """A DICOM folder opened for viewing becomes a study store from the dock, in a worker
+    with progress, and the store replaces the folder's layer."""
+    from napari_perfroi.demo import REPOSITORY_SAMPLE
+
+    viewer = make_napari_viewer()
+    viewer.open(REPOSITORY_SAMPLE, plugin=PLUGIN)
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment")
+    assert widget.import_button.isEnabled() and not widget.run_button.isEnabled()
+    steps = []
+    widget._progressed.connect(lambda step, done, total: steps.append((step, done, total)))
+    with qtbot.waitSignal(widget.finished, timeout=RUN_TIMEOUT_MS):
+        widget.import_dicom(tmp_path / "sample")
+    dest = tmp_path / "sample.zarr"
+    assert Study.open(dest).shape[:2] == (3, 60)
+    assert steps and steps[-1][0] == "import" and steps[-1][1] == steps[-1][2]
+    image = viewer.layers[L.IMAGE_LAYER]
+    assert image.metadata[L.STORE_KEY] == str(dest) and L.DICOM_KEY not in image.metadata
+    assert widget.study_label.text() == "study: sample.zarr" and widget.run_button.isEnabled()
+    assert widget.status.text() == "imported into sample.zarr"

@@ -45,7 +45,7 @@ from .step_worker import (
 STEPS = ["segment"]  # plus the steps whose output the store lacks (motion)
 SHIPPED_MODEL = "shipped model"
 OTHER_MODEL = "other file…"
-IMPORT_HINT = "import it first (perfroi import FOLDER STUDY.zarr) and open STUDY.zarr"
+IMPORT_HINT = "press Import DICOM… in the Segment dock to make a study store of it"
 
 
 def find_store(viewer) -> tuple[Path | None, str]:
@@ -58,7 +58,7 @@ def find_store(viewer) -> tuple[Path | None, str]:
         return path, f"study: {path.name}"
     if DICOM_KEY in layer.metadata:
         return None, f"'{IMAGE_LAYER}' is a DICOM folder, not a study store: {IMPORT_HINT}"
-    return None, f"'{IMAGE_LAYER}' is not from a study store: {IMPORT_HINT}"
+    return None, f"'{IMAGE_LAYER}' is not from a study store: open a study store (*.zarr)"
 
 
 def held_out_change(metadata: dict) -> str:
@@ -96,6 +96,27 @@ def _name_store_item(item: QListWidgetItem) -> None:
     except InputError as exc:
         note = str(exc)
     item.setText(f"{path.name}: {note}")
+
+
+def find_dicom(viewer) -> Path | None:
+    """The DICOM folder or zip the viewer's perfusion layer shows, None if it shows none."""
+    layer = next((layer for layer in viewer.layers if layer.name == IMAGE_LAYER), None)
+    return None if layer is None or DICOM_KEY not in layer.metadata else Path(
+        layer.metadata[DICOM_KEY])
+
+
+def run_import(source: Path, dest: Path, cancel: threading.Event, on_progress) -> Path:
+    """Import the DICOM ``source`` into the new store ``dest`` (worker thread); ``cancel``
+    stops it, and a stopped or failed import leaves no store."""
+    from ..dicom import import_dicom
+
+    def progress(done: int, total: int) -> None:
+        if cancel.is_set():
+            raise Cancelled
+        on_progress("import", done, total)
+
+    import_dicom(source, dest, progress=progress, warn=lambda line: None)
+    return dest
 
 
 def run_segment(path: Path, cancel: threading.Event, on_progress, on_device,
@@ -173,6 +194,10 @@ class SegmentWidget(QWidget):
         self.model_box = QComboBox()
         self.model_box.setToolTip("The segmentation model; fine-tuned ones are in "
                                   "the user data folder")
+        self.import_button = QPushButton("Import DICOM…")
+        self.import_button.setToolTip(
+            "Make a study store of the DICOM folder on show (pixels as the scanner stored "
+            "them), then open it in place of the folder")
         self.run_button = QPushButton("Segment")
         self.run_button.setToolTip("Estimate motion if needed, then segment every frame; "
                                    "frames with saved label edits are kept")
@@ -200,6 +225,7 @@ class SegmentWidget(QWidget):
         models.addWidget(QLabel("model:"))
         models.addWidget(self.model_box, stretch=1)
         buttons = QHBoxLayout()
+        buttons.addWidget(self.import_button)
         buttons.addWidget(self.run_button)
         buttons.addWidget(self.save_labels_button)
         buttons.addWidget(self.cancel_button)
@@ -223,6 +249,7 @@ class SegmentWidget(QWidget):
 
         self._list_models()
         self.model_box.activated.connect(self._model_activated)
+        self.import_button.clicked.connect(self._choose_import_destination)
         self.run_button.clicked.connect(self.run)
         self.save_labels_button.clicked.connect(self.save_label_edits)
         self.finetune_button.clicked.connect(self.fine_tune)
@@ -250,6 +277,34 @@ class SegmentWidget(QWidget):
             self._device_found.emit, self.model(), on_done=self._on_done,
             on_error=self._on_error, on_finished=self._on_finished,
         ))
+
+    def _choose_import_destination(self) -> None:
+        source = find_dicom(self.viewer)
+        if source is None:
+            return
+        suggested = source.with_name(f"{source.stem}.zarr")
+        dest, _ = QFileDialog.getSaveFileName(self, "New study store", str(suggested),
+                                              "Study store (*.zarr)")
+        if dest:
+            self.import_dicom(Path(dest))
+
+    def import_dicom(self, dest: Path) -> None:
+        """Import the DICOM folder on show into the new store ``dest`` in a worker thread,
+        then show the store in its place."""
+        source = find_dicom(self.viewer)
+        if source is None or self.worker is not None:
+            return
+        if dest.suffix != ".zarr":
+            dest = dest.with_name(f"{dest.name}.zarr")
+        self._start(step_worker(run_import, source, dest, self._cancel, self._progressed.emit,
+                                on_done=self._on_imported, on_error=self._on_error,
+                                on_finished=self._on_finished))
+
+    def _on_imported(self, dest: Path) -> None:
+        for layer in [layer for layer in self.viewer.layers if DICOM_KEY in layer.metadata]:
+            self.viewer.layers.remove(layer)
+        self.viewer.open(dest, plugin="napari-perfroi")
+        self.status.setText(f"imported into {dest.name}")
 
     def save_label_edits(self) -> int | None:
         """Write the "labels" layer of the open study into its store; the frames newly marked
@@ -401,12 +456,13 @@ class SegmentWidget(QWidget):
     def _set_running(self, running: bool) -> None:
         self.cancel_button.setEnabled(running and not self._cancel.is_set())
         self.run_button.setEnabled(not running and self._store is not None)
+        self.import_button.setEnabled(not running and find_dicom(self.viewer) is not None)
         self.save_labels_button.setEnabled(not running and self._store is not None)
         self.finetune_button.setEnabled(not running)
         self.model_box.setEnabled(not running)
 
     def _show_progress(self, step: str, done: int, total: int) -> None:
-        unit = "steps" if step == "fine-tune" else "slices"
+        unit = {"fine-tune": "steps", "import": "files"}.get(step, "slices")
         show_step_progress(self.progress_bar, self.status, step, done, total, unit,
                            self._cancel.is_set())
 
