@@ -227,11 +227,21 @@ def test_mouse_drag_draw_and_delete_like_a_user(review, store, qtbot):
     settle(qtbot)
     assert widget.model.states[2, 5] == EDITED
     np.testing.assert_allclose(widget.model.roi[2, 5], [50, 60, 10], atol=1e-3)
+    assert widget.status.text() == "slice 3 frame 5: edited"  # a circle: nothing to say
+
+    # An ellipse is taken as a circle, and the dock says so.
+    widget.go_to(2, 6)
+    corner = np.array([2, 6, 40.0, 50.0])
+    drag(layer, corner * scale, (corner + [0, 0, 10, 30]) * scale)
+    settle(qtbot)
+    assert widget.model.states[2, 6] == EDITED
+    assert "the ellipse became a circle of radius" in widget.status.text()
     assert len(layer.data) == roi.shape[0] * roi.shape[1]  # the old circle went
     expected_roi, expected_states = roi.copy(), states.copy()
     expected_roi[0, 3, :2] += (4, 6)
     expected_roi[2, 5] = (50, 60, 10)
-    expected_states[[0, 2], [3, 5]] = EDITED
+    expected_roi[2, 6] = widget.model.roi[2, 6]
+    expected_states[[0, 2, 2], [3, 5, 6]] = EDITED
     assert_layer_shows(layer, expected_roi, expected_states)
 
     # Delete the circle of slice 1 frame 2: that frame has none.
@@ -242,7 +252,7 @@ def test_mouse_drag_draw_and_delete_like_a_user(review, store, qtbot):
     settle(qtbot)
     assert widget.model.states[1, 2] == NONE and np.isnan(widget.model.roi[1, 2]).all()
     assert (1, 2) not in layer_circles(layer)
-    assert (widget.model.states == EDITED).sum() == 2
+    assert (widget.model.states == EDITED).sum() == 3
     widget.go_to(1, 2)
     assert "no circle" in widget.frame_label.text()
     widget.propagate()

@@ -66,6 +66,7 @@ from .step_worker import step_worker
 AUTOSAVE_MS = 1000  # pause after the last edit before it is written
 PAST_TENSE = {"added", "changed", "removed"}  # "adding/changing/removing" come first
 MIN_RADIUS_PX = 1.0  # a smaller shape is a stray click, not a circle: it is dropped
+ROUND_TOLERANCE = 0.1  # a drawn ellipse whose axes differ by more is said to become a circle
 NO_ROI_HINT = "segment it in the Segment dock, then press Propose circles"
 # Layers whose arrival or removal can change what the dock attaches to or offers.
 ATTACH_LAYERS = {ROI_LAYER, IMAGE_LAYER, LABELS_LAYER}
@@ -419,14 +420,32 @@ class RoiWidget(QWidget):
             for index in getattr(event, "data_indices", ()) or ():
                 index = int(index)
                 touched.add(index + n_shapes if index < 0 else index)
+        rounded = self._not_circles(touched)
         changed = self._sync_from_layer(touched)
         if changed:
             self._model_changed(autosave=True, render_now=False)
             s, t = changed[-1]
             state = ROI_STATES[int(self.model.states[s, t])]
-            self.status.setText(f"slice {s + 1} frame {t}: {state}" if len(changed) == 1
-                                else f"{len(changed)} frames changed")
+            text = (f"slice {s + 1} frame {t}: {state}" if len(changed) == 1
+                    else f"{len(changed)} frames changed")
+            if rounded and np.isfinite(self.model.roi[s, t, 2]):
+                text += (f"; the {rounded} became a circle of radius "
+                         f"{self.model.roi[s, t, 2]:.1f} px (the ROI is LV-centred circles)")
+            self.status.setText(text)
         self._render(rebuild_later=True)
+
+    def _not_circles(self, touched: set[int]) -> str | None:
+        """What a touched shape is when it is not a circle ("ellipse", "rectangle", ...)."""
+        for index in touched:
+            if index >= len(self.layer.data):
+                continue
+            kind = self.layer.shape_type[index]
+            extent = np.ptp(np.asarray(self.layer.data[index])[:, -2:], axis=0)
+            if kind != "ellipse":
+                return kind
+            if abs(extent[0] - extent[1]) > ROUND_TOLERANCE * extent.max():
+                return "ellipse"
+        return None
 
     def _sync_from_layer(self, touched: set[int]) -> list[tuple[int, int]]:
         """Read the layer's shapes into the model; the frames that changed.
