@@ -314,3 +314,17 @@ def test_cli_report_help():
     assert result.returncode == 0
     assert "--out DIR" in result.stdout and "bullseye.png" in result.stdout
 
+
+
+def test_bullseye_marks_values_above_its_scale():
+    from matplotlib.figure import Figure
+
+    from napari_perfroi.report import draw_bullseye
+
+    values = [2.0] * 16
+    values[0], values[12] = 7.25, 10.4
+    ax = Figure().subplots()
+    draw_bullseye(ax, values, vmax=6.0)
+    texts = [text.get_text() for text in ax.texts]
+    assert "7.2\u2191" in texts and "10\u2191" in texts and texts.count("2.0") == 14
+    assert any("above the colour scale (6)" in text for text in texts)

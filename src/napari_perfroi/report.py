@@ -234,8 +234,9 @@ def draw_bullseye(
             text_radius = (inner + outer) / 2 if inner else 0.58 * outer
             red, green, blue, _ = wedge.get_facecolor()
             ax.text(
-                text_radius * math.cos(middle), text_radius * math.sin(middle), f"{value:.1f}",
-                ha="center", va="center", fontsize=9, fontweight="bold",
+                text_radius * math.cos(middle), text_radius * math.sin(middle),
+                _bullseye_label(value, vmax), ha="center", va="center", fontsize=9,
+                fontweight="bold",
                 color="black" if 0.299 * red + 0.587 * green + 0.114 * blue > 0.5 else "white",
             )
     if highlight is not None:
@@ -247,9 +248,14 @@ def draw_bullseye(
                        (0, -edge, "inferior"), (edge, 0, "lateral")):
         ax.text(x, y, wall, ha="center", va="center", fontsize=8, color="0.3",
                 rotation=90 if x else 0)
+    notes = []
     if not all(value is not None and math.isfinite(value) for value in values):
-        ax.text(0, -edge - 0.35, "hatched: not imaged", ha="center", va="center",
-                fontsize=7, color="0.3")
+        notes.append("hatched: not imaged")
+    if any(value is not None and value > vmax for value in values):
+        notes.append(f"\u2191: above the colour scale ({vmax:g})")
+    if notes:
+        ax.text(0, -edge - 0.35, "; ".join(notes), ha="center", va="center", fontsize=7,
+                color="0.3")
     limit = BULLSEYE_RADIUS + 0.6
     ax.set_xlim(-limit, limit)
     ax.set_ylim(-limit, limit)
@@ -259,6 +265,13 @@ def draw_bullseye(
         ax.figure.colorbar(ScalarMappable(norm, colours), ax=ax, shrink=0.75,
                            extend="max", label=units)
     return wedges
+
+
+def _bullseye_label(value: float, vmax: float) -> str:
+    """A segment's value as written in: three characters at most (10 and more without a
+    decimal, so it fits its wedge), marked when the colour scale saturates."""
+    text = f"{value:.1f}" if abs(value) < 10 else f"{value:.0f}"
+    return text + ("\u2191" if value > vmax else "")
 
 
 def draw_curves(
