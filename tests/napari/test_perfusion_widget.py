@@ -447,3 +447,15 @@ def test_another_study_clears_the_last_runs_status(make_napari_viewer, qtbot, co
     viewer.open(other, plugin=PLUGIN)
     qtbot.waitUntil(lambda: widget.report is not None, timeout=5000)
     assert widget.status.text() == "" and widget.progress_bar.value() <= 0
+
+
+def test_a_dicom_folder_shows_no_empty_figure(make_napari_viewer):
+    from napari_perfroi.demo import REPOSITORY_SAMPLE
+
+    viewer = make_napari_viewer()
+    viewer.open(REPOSITORY_SAMPLE, plugin=PLUGIN)
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Perfusion")
+    assert "DICOM folder" in widget.study_label.text()
+    assert not widget.compute_button.isEnabled()
+    assert not widget.canvas.isVisibleTo(widget)  # no empty white figure
+    assert widget.hematocrit.value() == pytest.approx(0.45)

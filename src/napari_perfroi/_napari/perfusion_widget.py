@@ -103,6 +103,7 @@ AIF_SOURCES = {"manual": "manual ROI", "auto": "automatic, LV blood pool",
 # Properties of a points or shapes layer set again after its data is replaced.
 RESTYLED = ("features", "edge_color", "edge_width", "face_color", "border_color", "size")
 HEMATOCRIT_STEP = 0.01
+DEFAULT_HEMATOCRIT = 0.45  # shown until a study says otherwise
 PROGRESS_UNITS = {"motion": "slices", "segment": "slices", "flow": "slices", "aha": "steps"}
 
 
@@ -200,7 +201,7 @@ class PerfusionWidget(QWidget):
         self._shown_slice: int | None = None
         self._aif_layer = None  # the "AIF ROI" layer whose edits are watched
         self._aif_edited = False  # the user painted in it since it was loaded
-        self._default_hematocrit = 0.45
+        self._default_hematocrit = DEFAULT_HEMATOCRIT
         self._cancel = threading.Event()  # Cancel pressed
         self._closed = threading.Event()  # the widget is gone
         self._connections: list[tuple[Any, Any]] = []
@@ -212,6 +213,7 @@ class PerfusionWidget(QWidget):
         self.hematocrit.setSingleStep(HEMATOCRIT_STEP)
         self.hematocrit.setDecimals(2)
         self.hematocrit.setToolTip("Blood hematocrit: converts the AIF from blood to plasma")
+        self.hematocrit.setValue(DEFAULT_HEMATOCRIT)
         self.flow_model = QComboBox()
         for key, label in FLOW_MODEL_CHOICES.items():
             self.flow_model.addItem(label, key)
@@ -248,6 +250,7 @@ class PerfusionWidget(QWidget):
         self.segment_label.setWordWrap(True)
         self.canvas = FigureCanvasQTAgg(Figure(figsize=(4.0, 7.5), layout="constrained"))
         self.canvas.setMinimumHeight(520)
+        self.canvas.setVisible(False)  # until there is a report to draw
         self.canvas.setToolTip("Click a bullseye segment to highlight it; click it again to clear")
         self.bullseye_axes = None  # the axes of the bullseye and of the curves on show
         self.curves_axes = None
@@ -617,6 +620,7 @@ class PerfusionWidget(QWidget):
                 title = f"slice {s + 1} ({self._slice_levels[s]})" if self._slice_levels else ""
             draw_curves(curves_ax, report, segments, highlight=segment)
             curves_ax.set_title(title, fontsize=9)
+        self.canvas.setVisible(report is not None)  # no empty white figure
         self.canvas.draw_idle()
 
     # ---------------------------------------------------------------- stress and rest
