@@ -122,3 +122,17 @@ def test_analyze_with_the_two_compartment_model(tmp_path):
     result = run_perfroi("analyze", dest, "--steps", "flow", "--model", "tofts")
     assert result.returncode == 2
     assert "argument --model: invalid choice: 'tofts'" in result.stderr
+
+
+def test_analyze_sets_the_slice_levels(tmp_path, capsys):
+    from napari_perfroi.phantom import write_phantom
+    from napari_perfroi.study import Study
+
+    store = write_phantom(tmp_path / "p.zarr", 5, n_slices=1, acquisition_order=(0,),
+                          n_dynamics=12).path
+    assert Study.open(store).attrs["slice_levels"] == ["basal"]
+    assert main(["analyze", str(store), "--steps", "motion", "--slice-levels", "mid"]) == 0
+    assert Study.open(store).attrs["slice_levels"] == ["mid"]
+    assert main(["analyze", str(store), "--steps", "motion", "--slice-levels", "mid,apical"]) == 2
+    assert capsys.readouterr().err.strip().endswith("2 slice level(s) given for 1 slice(s)")
+    assert main(["analyze", str(store), "--steps", "motion", "--slice-levels", "top"]) == 2

@@ -50,9 +50,12 @@ def _phantom_setting(text: str) -> tuple[str, object]:
 
 def _cmd_analyze(args: argparse.Namespace) -> None:
     from .pipeline import parse_steps, run_steps, with_prerequisites
-    from .study import Study
+    from .study import Study, checked_slice_levels
 
     study = Study.open(args.store, writable=True)
+    if args.slice_levels is not None:
+        levels = checked_slice_levels(args.slice_levels.split(","), study.shape[0])
+        study.update_attrs(slice_levels=levels)
     steps = with_prerequisites(study, parse_steps(args.steps))
     if "segment" in steps:  # a bad device or weights file fails now, not after the motion step
         from .segment.model import load_model
@@ -270,6 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "present, else 1.65)")
     cmd.add_argument("--t1-myocardium", type=float, default=None,
                      help="flow: native myocardial T1 in s (default 1.05)")
+    cmd.add_argument("--slice-levels", default=None, metavar="LEVELS",
+                     help="aha: the level of each slice, base to apex, e.g. 'mid' for one mid "
+                          "slice or 'basal,mid' (default: by thirds: one slice is basal)")
     cmd.add_argument("--dose-ratio", type=float, default=None, metavar="R",
                      help="flow: a dual-bolus series (a dilute pre-bolus, then the main bolus): "
                           "main dose over pre-bolus dose; the AIF is the pre-bolus scaled by R")

@@ -139,6 +139,20 @@ def slice_levels_for(n_slices: int) -> list[str]:
     return [SLICE_LEVELS[min(2, (3 * i) // n_slices)] for i in range(n_slices)]
 
 
+def checked_slice_levels(levels: list[str], n_slices: int) -> list[str]:
+    """``levels`` (one per slice, base -> apex) if they can be a study's, else InputError."""
+    levels = [str(level).strip().lower() for level in levels]
+    unknown = [level for level in levels if level not in SLICE_LEVELS]
+    if unknown:
+        raise InputError(f"unknown slice level {unknown[0]!r}: expected {', '.join(SLICE_LEVELS)}")
+    if len(levels) != n_slices:
+        raise InputError(f"{len(levels)} slice level(s) given for {n_slices} slice(s)")
+    ranks = [SLICE_LEVELS.index(level) for level in levels]
+    if ranks != sorted(ranks):
+        raise InputError(f"slice levels must run from base to apex, got {', '.join(levels)}")
+    return levels
+
+
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 

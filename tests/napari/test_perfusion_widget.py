@@ -459,3 +459,19 @@ def test_a_dicom_folder_shows_no_empty_figure(make_napari_viewer):
     assert not widget.compute_button.isEnabled()
     assert not widget.canvas.isVisibleTo(widget)  # no empty white figure
     assert widget.hematocrit.value() == pytest.approx(0.45)
+
+
+def test_slice_levels_are_chosen_in_the_dock(make_napari_viewer, qtbot, computed_store):
+    """Each slice has a level list; a change is stored and the next Compute uses it; levels
+    out of base-to-apex order are refused in the status line."""
+    viewer, widget = _open(make_napari_viewer, computed_store)
+    assert [box.currentText() for box in widget.level_boxes] == ["basal", "mid", "apical"]
+    widget.set_slice_levels(["apical", "mid", "mid"])
+    assert "must run from base to apex" in widget.status.text()
+    assert Study.open(computed_store).attrs["slice_levels"] == ["basal", "mid", "apical"]
+    widget.set_slice_levels(["mid", "mid", "apical"])
+    assert Study.open(computed_store).attrs["slice_levels"] == ["mid", "mid", "apical"]
+    assert "press Compute" in widget.status.text()
+    _compute(qtbot, widget)
+    report = Study.open(computed_store).attrs["report"]
+    assert all(value is None for value in report["segment_mbf"][:6])  # no basal ring now

@@ -55,7 +55,7 @@ from ..report import (
     flow_report,
     relative_upslope_percent,
 )
-from ..study import StoreError, Study
+from ..study import SLICE_LEVELS, StoreError, Study, checked_slice_levels
 from .layers import (
     AHA_BOUNDARIES_LAYER,
     AHA_HIGHLIGHT_COLORS,
@@ -273,6 +273,9 @@ class PerfusionWidget(QWidget):
         layout = scrolling_layout(self)
         layout.addWidget(self.study_label)
         layout.addLayout(hematocrit_row)
+        self.levels_row = QHBoxLayout()  # a level list per slice, base to apex
+        layout.addLayout(self.levels_row)
+        self.level_boxes: list[QComboBox] = []
         layout.addLayout(buttons)
         layout.addWidget(self.progress_bar)
         layout.addWidget(self.status)
@@ -401,6 +404,7 @@ class PerfusionWidget(QWidget):
             attrs = study.attrs
             self._shape = study.shape[:2]
             self._slice_levels = list(attrs["slice_levels"])
+            self._show_levels()
             self._reference_frames = [int(t) for t in attrs["reference_frame"]]
             self._motion = study.read("motion") if study.has("motion") else None
             self._show_layers(study)
@@ -622,6 +626,48 @@ class PerfusionWidget(QWidget):
             curves_ax.set_title(title, fontsize=9)
         self.canvas.setVisible(report is not None)  # no empty white figure
         self.canvas.draw_idle()
+
+    # ---------------------------------------------------------------- slice levels
+    def _show_levels(self) -> None:
+        """One list per slice with its level (basal, mid, apical), which sets its AHA ring."""
+        while self.levels_row.count():
+            item = self.levels_row.takeAt(0)
+            if item.widget() is not None:
+                item.widget().deleteLater()
+        self.level_boxes = []
+        self.levels_row.addWidget(QLabel("levels"))
+        for s, level in enumerate(self._slice_levels):
+            box = QComboBox()
+            box.addItems(SLICE_LEVELS)
+            box.setCurrentText(level)
+            box.setToolTip(f"slice {s + 1}: its AHA ring (base to apex)")
+            box.currentTextChanged.connect(self._levels_chosen)
+            self.levels_row.addWidget(box)
+            self.level_boxes.append(box)
+
+    def set_slice_levels(self, levels: list[str]) -> None:
+        """Store the slice levels (base to apex); the next Compute redraws the AHA segments."""
+        for box, level in zip(self.level_boxes, levels):
+            box.blockSignals(True)
+            box.setCurrentText(level)
+            box.blockSignals(False)
+        self._levels_chosen()
+
+    def _levels_chosen(self, _text: str = "") -> None:
+        if self._shown_store is None or self.worker is not None:
+            return
+        study = Study.open(self._shown_store, writable=True)
+        try:
+            levels = checked_slice_levels([box.currentText() for box in self.level_boxes],
+                                          study.shape[0])
+        except InputError as exc:
+            self.status.setText(str(exc))
+            return
+        if levels != self._slice_levels:
+            study.update_attrs(slice_levels=levels)
+            self._slice_levels = levels
+            self.status.setText(f"slice levels {', '.join(levels)}: press Compute for the "
+                                "AHA segments")
 
     # ---------------------------------------------------------------- stress and rest
     def _choose_rest(self) -> None:
