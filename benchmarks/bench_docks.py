@@ -9,8 +9,8 @@ measurement runs in a fresh process with a real, shown napari window (under
 ``xvfb-run`` when there is no display).
 
 1. ms per frame step: ``viewer.dims.set_current_step`` on the t axis, then
-   the pending events are processed and the canvas is repainted (a
-   synchronous ``repaint()`` of the vispy canvas), for the plain image layer
+   the event loop runs until the vispy canvas has drawn (its ``draw``
+   event) and once more for what the step queued, for the plain image layer
    alone, with the reader's layers, and with the Segment, ROI review and
    Perfusion docks open. Median and 90th percentile.
 2. The time each dock takes to open, and the longest event-loop stall (the
@@ -121,24 +121,36 @@ def wait_for(signal, timeout_s: float = 300.0) -> float:
 def step_frames(viewer, n_steps: int) -> list[float]:
     """ms per step through the t axis, each until the canvas has drawn the new frame."""
     from napari_perfroi._napari.layers import IMAGE_LAYER
+    from qtpy.QtCore import QEventLoop
     from qtpy.QtWidgets import QApplication
 
     layer = viewer.layers[IMAGE_LAYER]
     t_axis = viewer.dims.ndim - layer.ndim + 1
     n_frames = int(viewer.dims.nsteps[t_axis])
-    canvas = viewer.window._qt_viewer.canvas.native
+    scene_canvas = viewer.window._qt_viewer.canvas._scene_canvas
     app = QApplication.instance()
-    viewer.dims.set_current_step(t_axis, 0)
-    app.processEvents()
-    canvas.repaint()
-    times = []
-    for i in range(n_steps + 5):  # 5 warm-up steps
+    draws = [0]
+
+    def on_draw(event=None) -> None:
+        draws[0] += 1
+
+    scene_canvas.events.draw.connect(on_draw)
+
+    def step_to(t: int) -> float:
+        before = draws[0]
         start = time.perf_counter()
-        viewer.dims.set_current_step(t_axis, (i + 1) % n_frames)
-        app.processEvents()
-        canvas.repaint()
-        app.processEvents()
-        times.append((time.perf_counter() - start) * 1000)
+        viewer.dims.set_current_step(t_axis, t)
+        deadline = start + 5.0
+        while draws[0] == before and time.perf_counter() < deadline:
+            app.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 5)
+        app.processEvents()  # what the step queued after the draw
+        return (time.perf_counter() - start) * 1000
+
+    try:
+        step_to(0)
+        times = [step_to((i + 1) % n_frames) for i in range(n_steps + 5)]  # 5 warm-up steps
+    finally:
+        scene_canvas.events.draw.disconnect(on_draw)
     return times[5:]
 
 
@@ -167,14 +179,16 @@ def open_store(viewer, path: Path) -> tuple[float, float]:
 
 def measure(path: Path, n_steps: int, profile: Path | None) -> dict:
     from napari_perfroi._napari.layers import IMAGE_LAYER
+    from napari_perfroi._napari.reader import get_reader
 
     out: dict = {"steps": {}, "open_s": {}, "stall_s": {}}
 
-    # the plain image: the reader's image layer alone
+    # the plain image: the reader's image layer alone (added, not left by removing the
+    # others: drawing after a layer removal crashes the software GL of xvfb)
     viewer = new_viewer()
-    viewer.open(path, plugin="napari-perfroi")
-    for layer in [layer for layer in viewer.layers if layer.name != IMAGE_LAYER]:
-        viewer.layers.remove(layer)
+    data, kwargs, _ = next(item for item in get_reader(path)(str(path))
+                           if item[1].get("name") == IMAGE_LAYER)
+    viewer.add_image(data, **kwargs)
     spin(0.2)
     out["steps"]["plain image"] = step_frames(viewer, n_steps)
     viewer.close()

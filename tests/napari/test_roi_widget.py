@@ -176,12 +176,30 @@ def test_frame_info_follows_the_dims(review, store):
     spacing = Study.open(store).pixel_spacing_mm
     widget.go_to(2, 7)
     assert widget.current_frame() == (2, 7)
-    row, col, radius = roi[2, 7]
     text = widget.frame_label.text()
     assert "slice 3 (apical) · frame 7 · proposed" in text
-    assert f"centre row {row * spacing[0]:.1f} mm, col {col * spacing[1]:.1f} mm" in text
-    assert f"radius {radius * np.mean(spacing):.1f} mm" in text
+    assert f"radius {roi[2, 7, 2] * np.mean(spacing):.1f} mm" in text
+    offset = (roi[2, 7, :2] - np.median(roi[2, :, :2], axis=0)) * spacing
+    assert (f"centre {np.hypot(*offset):.1f} mm from the slice's median centre "
+            f"(down {offset[0]:+.1f}, right {offset[1]:+.1f})") in text
     assert widget.progress_list.currentRow() == 2
+
+
+def test_zoom_to_the_lv_follows_the_slice(review, store):
+    viewer, widget, layer = review
+    roi, _ = stored(store)
+    scale = np.asarray(layer.scale[-2:])
+    widget.zoom_box.setChecked(True)
+    for s in (1, 2):
+        widget.go_to(s, 4)
+        row, col, radius = np.median(roi[s], axis=0)
+        np.testing.assert_allclose(viewer.scene.camera.center[-2:], np.array([row, col]) * scale)
+        assert viewer.scene.camera.zoom == pytest.approx(
+            min(viewer.canvas.size) / (4 * radius * scale.mean()))
+    widget.go_to(2, 9)  # another frame of the same slice: the view stays
+    np.testing.assert_allclose(viewer.scene.camera.center[-2:],
+                               np.median(roi[2, :, :2], axis=0) * scale)
+    widget.zoom_box.setChecked(False)
 
 
 # ---------------------------------------------------------------- edits with napari's tools
@@ -265,9 +283,9 @@ def test_mouse_drag_draw_and_delete_like_a_user(review, store, qtbot):
 def _canvas_position(viewer, world_yx) -> QPointF:
     """Where the world point (row, col in mm) of the 2D view is on the canvas widget."""
     native = viewer.window._qt_viewer.canvas.native
-    centre = np.asarray(viewer.camera.center)[-2:]
+    centre = np.asarray(viewer.scene.camera.center)[-2:]
     offset = np.array([native.height() / 2, native.width() / 2])
-    y, x = (np.asarray(world_yx) - centre) * viewer.camera.zoom + offset
+    y, x = (np.asarray(world_yx) - centre) * viewer.scene.camera.zoom + offset
     return QPointF(float(x), float(y))
 
 
@@ -301,7 +319,7 @@ def test_circles_on_every_slice_can_be_dragged_with_the_mouse(make_napari_viewer
         _mouse(viewer, QEvent.Type.MouseButtonRelease, start + step, Qt.MouseButton.NoButton)
         settle(qtbot)
         assert widget.model.states[s, 3] == EDITED, f"slice {s}"
-        moved = (widget.model.roi[s, 3, :2] - roi[s, 3, :2]) * spacing * viewer.camera.zoom
+        moved = (widget.model.roi[s, 3, :2] - roi[s, 3, :2]) * spacing * viewer.scene.camera.zoom
         np.testing.assert_allclose(moved, [2.0, 3.0], atol=0.5)
 
 

@@ -44,7 +44,7 @@ from qtpy.QtWidgets import (
 
 from ..errors import InputError
 from ..review import CIRCLE_TOLERANCE_PX, ReviewModel
-from ..roi import ACCEPTED, EDITED, mean_spacing, proposals_for_study
+from ..roi import ACCEPTED, EDITED, circle_mask, mean_spacing, proposals_for_study
 from ..study import ROI_STATES, Study
 from .layers import (
     IMAGE_LAYER,
@@ -180,6 +180,10 @@ class RoiWidget(QWidget):
         self.propose_button.clicked.connect(self.propose)
         self.frame_label = QLabel()
         self.frame_label.setWordWrap(True)
+        self.zoom_box = QCheckBox("zoom to the LV")
+        self.zoom_box.setToolTip("Centre and zoom the view on the slice's LV circles when the "
+                                 "slice changes")
+        self._zoomed_slice: int | None = None
         self.progress_list = QListWidget()
         self.progress_list.setToolTip("Double-click: go to the slice's first frame not accepted")
         self.progress_list.itemActivated.connect(self._go_to_slice_item)
@@ -198,11 +202,13 @@ class RoiWidget(QWidget):
         layout.addWidget(self.overwrite_box)
         layout.addWidget(self.propose_button)
         layout.addWidget(self.frame_label)
+        layout.addWidget(self.zoom_box)
         layout.addWidget(self.progress_list)
         layout.addWidget(self.legend)
         layout.addWidget(self.save_label)
         layout.addWidget(self.status)
 
+        self.zoom_box.toggled.connect(self._zoom_option_changed)
         self._autosave_timer = QTimer(self)
         self._autosave_timer.setSingleShot(True)
         self._autosave_timer.setInterval(AUTOSAVE_MS)
@@ -610,16 +616,45 @@ class RoiWidget(QWidget):
         if self.progress_list.currentRow() != s and s < self.progress_list.count():
             self.progress_list.setCurrentRow(s)
         model = self.model
+        if self.zoom_box.isChecked() and s != self._zoomed_slice:
+            self._zoom_to_lv(s)
         state = ROI_STATES.get(int(model.states[s, t]), "none")
         head = f"slice {s + 1} ({model.slice_levels[s]}) · frame {t} · {state}"
         if not model.has_circle(s, t):
             self.frame_label.setText(f"{head}\nno circle")
             return
-        row, col, radius = (float(v) for v in model.roi[s, t])
-        row_mm, col_mm = row * model.pixel_spacing_mm[0], col * model.pixel_spacing_mm[1]
-        radius_mm = radius * mean_spacing(model.pixel_spacing_mm)
+        spacing = np.asarray(model.pixel_spacing_mm, dtype=float)
+        radius_mm = model.roi[s, t, 2] * mean_spacing(model.pixel_spacing_mm)
+        # Where the centre lies against the slice's usual one shows a circle gone astray.
+        offset_mm = (model.roi[s, t, :2] - self._median_circle(s)[:2]) * spacing
         self.frame_label.setText(
-            f"{head}\ncentre row {row_mm:.1f} mm, col {col_mm:.1f} mm · radius {radius_mm:.1f} mm")
+            f"{head}\nradius {radius_mm:.1f} mm · centre {np.hypot(*offset_mm):.1f} mm from "
+            f"the slice's median centre (down {offset_mm[0]:+.1f}, right {offset_mm[1]:+.1f})")
+
+    def _median_circle(self, s: int) -> np.ndarray:
+        """(row, col, radius) px: the median of slice ``s``'s circles (NaN without any)."""
+        circles = self.model.roi[s][circle_mask(self.model.roi[s])]
+        return np.median(circles, axis=0) if len(circles) else np.full(3, np.nan)
+
+    def _zoom_option_changed(self, checked: bool) -> None:
+        self._zoomed_slice = None
+        frame = self.current_frame()
+        if checked and frame is not None:
+            self._zoom_to_lv(frame[0])
+        elif not checked:
+            self.viewer.reset_view()
+
+    def _zoom_to_lv(self, s: int) -> None:
+        """Centre the view on slice ``s``'s median LV circle, four radii across the canvas."""
+        layer = self._frame_layer()
+        row, col, radius = self._median_circle(s)
+        if layer is None or not np.isfinite(radius):
+            return
+        scale = np.asarray(layer.scale[-2:], dtype=float)
+        camera = self.viewer.scene.camera
+        camera.center = tuple(np.array([row, col]) * scale)
+        camera.zoom = min(self.viewer.canvas.size) / (4.0 * radius * scale.mean())
+        self._zoomed_slice = s
 
     # ---------------------------------------------------------------- workers (GUI thread slots)
     def _revert(self, frame: tuple[int, int]) -> None:
