@@ -459,7 +459,7 @@ def test_dual_bolus_aif_from_the_scaled_pre_bolus(tmp_path, capsys):
                  "--dose-ratio", str(ratio)]) == 0
     study = Study.open(study.path)
     report, truth = study.attrs["report"], study.attrs["truth"]
-    assert report["aif_construction"] == f"dual bolus: pre-bolus x {ratio:g}"
+    assert report["aif_construction"] == f"dual bolus: pre-bolus x {ratio:.3g}"
     assert report["aif_saturation"] is None
     assert report["aif_peak_mmol"] == pytest.approx(max(truth["aif"]), rel=0.15)
     assert 0.85 <= np.median(segment_ratio(report, truth)) <= 1.25

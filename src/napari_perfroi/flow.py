@@ -267,7 +267,7 @@ def _dual_bolus_aif(pixels: AifPixels, mean_curve: np.ndarray, settings: FlowSet
     # The tissue baseline lies before the first (pre-)bolus.
     return Aif(blood, times, pixels.source, pixels.slice, pixels.mask, float(times[pre_foot]),
                float(times[peak]), None, measured,
-               f"dual bolus: pre-bolus x {settings.dose_ratio:g}")
+               f"dual bolus: pre-bolus x {settings.dose_ratio:.3g}")
 
 
 def first_foot(curve: np.ndarray, keep: np.ndarray, settings: FlowSettings) -> int:

@@ -317,9 +317,10 @@ def draw_curves(
     aif_ax.set_ylabel("AIF plasma concentration (mmol/L)")
     ax.set_ylim(bottom=min(0.0, ax.get_ylim()[0]))
     aif_ax.set_ylim(bottom=min(0.0, aif_ax.get_ylim()[0]))
-    aif_ax.legend(handles=[*aif_lines, *handles], fontsize=7, loc="upper right",
-                  ncol=1 + len(handles) // 7, title="markers: measured, lines: model fit",
-                  title_fontsize=7)
+    # Below the axes, where it covers no curve.
+    aif_ax.legend(handles=[*aif_lines, *handles], fontsize=7, loc="upper center",
+                  bbox_to_anchor=(0.5, -0.22), ncol=min(3, 1 + len(handles)),
+                  title="markers: measured, lines: model fit", title_fontsize=7)
     return aif_ax
 
 

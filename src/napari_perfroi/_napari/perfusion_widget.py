@@ -205,6 +205,7 @@ class PerfusionWidget(QWidget):
         self._cancel = threading.Event()  # Cancel pressed
         self._closed = threading.Event()  # the widget is gone
         self._connections: list[tuple[Any, Any]] = []
+        self._followed: set[int] = set()  # ids of the overlays whose visibility is watched
 
         self.study_label = QLabel()
         self.study_label.setWordWrap(True)
@@ -455,6 +456,11 @@ class PerfusionWidget(QWidget):
                 self._connect(aif.events.paint, self._on_aif_painted)
                 self._aif_layer = aif
         self._stack_overlays()
+        for name in OVERLAYS:
+            layer = self._layer(name)
+            if layer is not None and id(layer) not in self._followed:
+                self._followed.add(id(layer))
+                self._connect(layer.events.visible, self._on_frame)
 
     def _stack_overlays(self) -> None:
         """Keep the labels under the result layers, and those in the order of OVERLAYS: the
@@ -737,7 +743,9 @@ class PerfusionWidget(QWidget):
         if self._motion is not None:
             for name in OVERLAYS:
                 layer = self._layer(name)
-                if layer is not None:
+                # A hidden layer follows when it is shown (_on_overlay_shown): moving it
+                # costs a refresh and a dims update of the viewer per layer and frame.
+                if layer is not None and layer.visible:
                     offset = self._motion[frame] * np.asarray(layer.scale[-2:])
                     if not np.allclose(layer.translate[-2:], offset):
                         layer.translate = (*layer.translate[:-2], *offset)
