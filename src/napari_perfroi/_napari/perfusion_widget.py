@@ -743,7 +743,7 @@ class PerfusionWidget(QWidget):
         if self._motion is not None:
             for name in OVERLAYS:
                 layer = self._layer(name)
-                # A hidden layer follows when it is shown (_on_overlay_shown): moving it
+                # A hidden layer follows when it is shown (its visible event): moving it
                 # costs a refresh and a dims update of the viewer per layer and frame.
                 if layer is not None and layer.visible:
                     offset = self._motion[frame] * np.asarray(layer.scale[-2:])
