@@ -18,7 +18,7 @@ measurement runs in a fresh process with a real, shown napari window (under
    each dock, and during Segment (``run()``) and Compute (``compute()``)
    until their ``finished`` signals.
 
-Targets (the issue): <= 40 ms per frame step with everything open; no
+Targets: <= 40 ms per frame step with everything open; no
 window freeze of seconds when a dock opens or a run goes on.
 """
 
@@ -26,14 +26,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _common import measure_in_fresh_process
 
 WORK = Path(__file__).resolve().parent / "_work"
 STORE = WORK / "docks-phantom-7-lad.zarr"
@@ -41,7 +40,6 @@ STEPS = ("motion", "segment", "roi", "flow", "aha")
 DOCKS = ("Segment", "ROI review", "Perfusion")
 TARGET_FRAME_MS = 40.0
 TARGET_STALL_MS = 1000.0
-XVFB = ["xvfb-run", "-a", "-s", "-screen 0 1280x1024x24"]
 
 
 # ---------------------------------------------------------------- the store
@@ -234,15 +232,8 @@ def measure(path: Path, n_steps: int, profile: Path | None) -> dict:
 
 # ---------------------------------------------------------------- report
 def run_fresh(path: Path, n_steps: int, profile: Path | None) -> dict:
-    command = [sys.executable, __file__, "--measure", str(path), "--steps", str(n_steps)]
-    if profile is not None:
-        command += ["--profile", str(profile)]
-    if not os.environ.get("DISPLAY") and shutil.which("xvfb-run"):
-        command = XVFB + command
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise SystemExit(f"measurement failed:\n{result.stderr[-3000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    extra = [] if profile is None else ["--profile", str(profile)]
+    return measure_in_fresh_process(__file__, str(path), "--steps", str(n_steps), *extra)
 
 
 def print_report(out: dict, n_steps: int) -> None:

@@ -21,18 +21,17 @@ import os
 import resource
 import shutil
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from _common import measure_in_fresh_process
+
 WORK = Path(__file__).resolve().parent / "_work"
 SHAPE = (12, 600, 384, 384)  # (S, T, Y, X)
 TARGET_SECONDS = 1.0
 TARGET_RSS_MB = 500.0
-XVFB = ["xvfb-run", "-a", "-s", "-screen 0 1280x1024x24"]
 
 
 # ---------------------------------------------------------------- the store
@@ -132,13 +131,7 @@ def measure(path: Path, next_path: Path) -> dict[str, float]:
 
 
 def run_fresh(path: Path, next_path: Path) -> dict[str, float]:
-    command = [sys.executable, __file__, "--measure", str(path), str(next_path)]
-    if not os.environ.get("DISPLAY") and shutil.which("xvfb-run"):
-        command = XVFB + command
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise SystemExit(f"measurement failed:\n{result.stderr[-3000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return measure_in_fresh_process(__file__, str(path), str(next_path))
 
 
 # ---------------------------------------------------------------- report
