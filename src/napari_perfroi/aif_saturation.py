@@ -21,15 +21,19 @@ Correction, two independent estimates:
   described by a gamma variate (every frame is corrected, not just the top);
 - peak restoration: the gamma variate through the unsaturated frames.
 
-The corrected AIF is the model-based one; it is trusted only when the two
-estimates of the peak agree (:data:`PEAK_AGREEMENT`) and the model fit is
-good. Otherwise absolute flow is not available for the study.
+The corrected AIF is the model-based one. The unsaturated frames, themselves
+a little saturated, give a lower bound of the peak. The correction is
+trusted when its first pass is a good gamma variate that is no longer
+flat-topped, it at most multiplies the peak by :data:`MAX_CORRECTION`, the
+lower bound does not exceed it (by more than :data:`PEAK_AGREEMENT`), and the
+measured peak is not so low that every informative frame is saturated.
+Otherwise absolute flow is not available for the study.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -68,9 +72,6 @@ class GammaFit:
     alpha: float
     residual: float
 
-    def __call__(self, times_s) -> np.ndarray:
-        return gamma_variate(times_s, self.onset_s, self.peak_time_s, self.peak, self.alpha)
-
 
 @dataclass
 class SaturationResult:
@@ -86,7 +87,6 @@ class SaturationResult:
     corrected: np.ndarray | None  # the desaturated curve, when trusted
     trusted: bool  # absolute flow can be computed with this AIF
     verdict: str  # one line for the report
-    restored_curve: np.ndarray | None = field(default=None, repr=False)
 
     def as_report(self) -> dict:
         def rounded(value):
