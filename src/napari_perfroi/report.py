@@ -159,6 +159,7 @@ TERRITORY_NAMES = {"lad": "LAD", "rca": "RCA", "lcx": "LCx"}
 # Bullseye rings in data units: apex disc in the centre, basal ring outermost.
 BULLSEYE_RINGS = {"apical": (0.0, 1.0), "mid": (1.0, 2.0), "basal": (2.0, 3.0)}
 BULLSEYE_RADIUS = 3.0
+LEGEND_COLUMN_INCHES = 2.6  # the width one column of the curves' legend takes
 _HIGHLIGHT_COLOUR = "#00e5ff"
 
 
@@ -317,9 +318,11 @@ def draw_curves(
     aif_ax.set_ylabel("AIF plasma concentration (mmol/L)")
     ax.set_ylim(bottom=min(0.0, ax.get_ylim()[0]))
     aif_ax.set_ylim(bottom=min(0.0, aif_ax.get_ylim()[0]))
-    # Below the axes, where it covers no curve.
+    # Below the axes, where it covers no curve, in as many columns as the figure's width
+    # holds (a narrow dock figure: one).
+    columns = max(1, min(3, int(ax.figure.get_figwidth() / LEGEND_COLUMN_INCHES)))
     aif_ax.legend(handles=[*aif_lines, *handles], fontsize=7, loc="upper center",
-                  bbox_to_anchor=(0.5, -0.22), ncol=min(3, 1 + len(handles)),
+                  bbox_to_anchor=(0.5, -0.22), ncol=columns,
                   title="markers: measured, lines: model fit", title_fontsize=7)
     return aif_ax
 
@@ -327,8 +330,8 @@ def draw_curves(
 def _measured_aif_label(report: dict[str, Any]) -> str:
     """Legend of the measured AIF where the AIF used differs from it."""
     if report.get("aif_construction", "measured") == "measured":
-        return "AIF as measured, saturated (right axis)"
-    return f"AIF as measured, before the {report['aif_construction']} (right axis)"
+        return "AIF as measured, saturated"
+    return "AIF as measured (pre-bolus)"
 
 
 def flow_report(study: Study) -> dict[str, Any]:

@@ -116,6 +116,13 @@ def _indices_text(indices: dict[str, Any]) -> str:
             f"{value('time_to_peak_s', '.1f')} s, peak {value('relative_peak', '.0%')}")
 
 
+def _narrow(box: QComboBox) -> QComboBox:
+    """A list as wide as a few characters, not its longest item, so the dock stays narrow."""
+    box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+    box.setMinimumContentsLength(5)
+    return box
+
+
 def _draw_study_bullseye(ax, report: dict[str, Any], highlight: int | None) -> None:
     """A study's bullseye: MBF on the fixed scale, or the relative upslope without a
     trustworthy AIF."""
@@ -215,7 +222,7 @@ class PerfusionWidget(QWidget):
         self.hematocrit.setDecimals(2)
         self.hematocrit.setToolTip("Blood hematocrit: converts the AIF from blood to plasma")
         self.hematocrit.setValue(DEFAULT_HEMATOCRIT)
-        self.flow_model = QComboBox()
+        self.flow_model = _narrow(QComboBox())
         for key, label in FLOW_MODEL_CHOICES.items():
             self.flow_model.addItem(label, key)
         self.flow_model.setToolTip(
@@ -265,15 +272,16 @@ class PerfusionWidget(QWidget):
         hematocrit_row.addWidget(self.hematocrit)
         hematocrit_row.addWidget(QLabel("model"))
         hematocrit_row.addWidget(self.flow_model)
-        hematocrit_row.addWidget(QLabel("bolus"))
-        hematocrit_row.addWidget(self.dose_ratio)
+        bolus_row = QHBoxLayout()
+        bolus_row.addWidget(QLabel("bolus"))
+        bolus_row.addWidget(self.dose_ratio, stretch=1)
         buttons = QHBoxLayout()
         buttons.addWidget(self.compute_button)
         buttons.addWidget(self.cancel_button)
-        buttons.addWidget(self.rest_button)
         layout = scrolling_layout(self)
         layout.addWidget(self.study_label)
         layout.addLayout(hematocrit_row)
+        layout.addLayout(bolus_row)
         self.levels_row = QHBoxLayout()  # a level list per slice, base to apex
         layout.addLayout(self.levels_row)
         self.level_boxes: list[QComboBox] = []
@@ -281,7 +289,10 @@ class PerfusionWidget(QWidget):
         layout.addWidget(self.progress_bar)
         layout.addWidget(self.status)
         layout.addWidget(self.aif_label)
-        layout.addWidget(self.automatic_aif_button)
+        aif_and_rest = QHBoxLayout()
+        aif_and_rest.addWidget(self.automatic_aif_button)
+        aif_and_rest.addWidget(self.rest_button)
+        layout.addLayout(aif_and_rest)
         layout.addWidget(self.summary)
         layout.addWidget(self.segment_label)
         layout.addWidget(self.canvas)
@@ -643,7 +654,7 @@ class PerfusionWidget(QWidget):
         self.level_boxes = []
         self.levels_row.addWidget(QLabel("levels"))
         for s, level in enumerate(self._slice_levels):
-            box = QComboBox()
+            box = _narrow(QComboBox())
             box.addItems(SLICE_LEVELS)
             box.setCurrentText(level)
             box.setToolTip(f"slice {s + 1}: its AHA ring (base to apex)")
