@@ -32,7 +32,7 @@ from .motion import proton_density_frames
 from .perfusion import MODEL_NAME as FERMI_NAME
 from .perfusion import fermi_flow
 from .segment.postprocess import largest_component
-from .semiquant import SemiQuantitative, semiquantitative_indices
+from .semiquant import FOOT_FRACTION, SemiQuantitative, foot_and_peak, semiquantitative_indices
 from .study import (LV_BLOOD, MYOCARDIUM, SEMIQUANTITATIVE_MAPS, SLICE_LEVELS,
                     TWO_COMPARTMENT_MAPS)
 from .two_compartment import MODEL_NAME as TWO_COMPARTMENT_NAME
@@ -43,7 +43,6 @@ T1_MYOCARDIUM_S = 1.05  # native myocardial T1 at 1.5 T
 RELAXIVITY_PER_MM_S = 4.5  # gadolinium r1 at 1.5 T; cancels from the flow
 AIF_CORE_MM = 3.0  # AIF pixels lie at least this far inside the LV blood pool
 AIF_BRIGHTEST_FRACTION = 0.5  # of the core, by peak enhancement (drops papillary muscles)
-FOOT_FRACTION = 0.05  # the AIF foot: last frame below this fraction of the peak rise
 MIN_BASELINE_FRAMES = 2
 # The tissue models a run can choose: option value -> the name reports give it.
 FLOW_MODELS = {"fermi": FERMI_NAME, "2cxm": TWO_COMPARTMENT_NAME}
@@ -136,14 +135,11 @@ def bolus_foot(curve: np.ndarray, keep: np.ndarray) -> tuple[int, int]:
     """(foot, peak) frame indices of a bolus ``curve`` over the frames ``keep``.
 
     The foot is the last kept frame before the peak still below
-    ``FOOT_FRACTION`` of the rise from the first kept frame to the peak.
+    ``FOOT_FRACTION`` of the rise from the first kept frames to the peak
+    (:func:`~napari_perfroi.semiquant.foot_and_peak`, the rule of every bolus here).
     """
     frames = np.flatnonzero(keep)
-    values = curve[frames]
-    peak = int(np.argmax(values))
-    start = float(np.median(values[: max(1, min(3, peak))]))
-    below = np.flatnonzero(values[: peak + 1] < start + FOOT_FRACTION * (values[peak] - start))
-    foot = int(below[-1]) if below.size else 0
+    foot, peak = foot_and_peak(curve[frames])
     return int(frames[foot]), int(frames[peak])
 
 

@@ -422,7 +422,7 @@ def _bullseye_figure(name: str, report: dict[str, Any]) -> Figure:
 
     fig = Figure(figsize=(6.4, 5.6), layout="constrained")
     ax = fig.add_subplot()
-    if not report.get("absolute_mbf", True):
+    if not has_absolute_mbf(report):
         _relative_upslope_bullseye(fig, ax, name, report)
         return fig
     units = report.get("units", "mL/min/g")
@@ -443,7 +443,7 @@ def _bullseye_figure(name: str, report: dict[str, Any]) -> Figure:
 
 def _relative_upslope_bullseye(fig: Figure, ax: Axes, name: str, report: dict[str, Any]) -> None:
     """The bullseye of a study without absolute flow: each segment's relative upslope."""
-    _draw_upslope_bullseye(ax, report)
+    draw_upslope_bullseye(ax, report)
     lowest = report.get("lowest_territory")
     fig.suptitle(f"{name}: absolute MBF not available (AIF saturated)\n"
                  f"relative upslope per AHA segment, semi-quantitative"
@@ -451,11 +451,11 @@ def _relative_upslope_bullseye(fig: Figure, ax: Axes, name: str, report: dict[st
     _qa_text(fig, report)
 
 
-def _draw_upslope_bullseye(ax: Axes, report: dict[str, Any]) -> None:
+def draw_upslope_bullseye(ax: Axes, report: dict[str, Any], highlight: int | None = None) -> None:
     """Draw each segment's relative upslope (per cent) as a bullseye on ``ax``."""
     values = relative_upslope_percent(report)
     draw_bullseye(ax, values, vmax=max([20.0, *filter(None, values)]), cmap="viridis",
-                  units="relative upslope (% of the LV blood pool's)")
+                  highlight=highlight, units="relative upslope (% of the LV blood pool's)")
 
 
 def relative_upslope_percent(report: dict[str, Any]) -> list[float | None]:
@@ -645,14 +645,14 @@ def _saturation_verdict(report: dict[str, Any]) -> str:
     return "not checked"
 
 
-def _absolute(report: dict[str, Any]) -> bool:
+def has_absolute_mbf(report: dict[str, Any]) -> bool:
     """Whether the report has absolute MBF (older reports lack the key and have it)."""
     return bool(report.get("absolute_mbf", True))
 
 
 def _results_lines(report: dict[str, Any]) -> list[str]:
     """Global MBF (or that there is none), territory means and the lowest territory."""
-    if _absolute(report):
+    if has_absolute_mbf(report):
         units = report.get("units", "mL/min/g")
         lines = [f"Global MBF: {_number(report['global_mbf'])} {units}",
                  f"Territory means (MBF, {units}):"]
@@ -699,12 +699,12 @@ def _page_lines(fig: Figure, x: float, top: float, lines: list[str], fontsize: f
 
 def _draw_page_bullseye(ax: Axes, report: dict[str, Any]) -> None:
     """The MBF bullseye, or relative upslope without absolute MBF."""
-    if _absolute(report):
+    if has_absolute_mbf(report):
         units = report.get("units", "mL/min/g")
         draw_bullseye(ax, report["segment_mbf"], units=f"MBF ({units})")
         ax.set_title("MBF per AHA segment (each segment's median curve)", fontsize=9)
     else:
-        _draw_upslope_bullseye(ax, report)
+        draw_upslope_bullseye(ax, report)
         ax.set_title("Relative upslope per AHA segment (%)", fontsize=9)
 
 
@@ -740,7 +740,7 @@ def _draw_segment_table(ax: Axes, report: dict[str, Any]) -> None:
 
 def _table_rows(report: dict[str, Any]) -> list[list[str]]:
     """The table's cells; MBF and the map's statistics are n/a without absolute MBF."""
-    absolute = _absolute(report)
+    absolute = has_absolute_mbf(report)
     rows = []
     for row, upslope in zip(segment_table(report), relative_upslope_percent(report)):
         flow = [_number(row["mbf"]), _mean_sd(row)] if absolute else ["n/a", "n/a"]
@@ -788,7 +788,7 @@ def reserve_document(pair: StressRest) -> dict[str, Any]:
     for role, name, report in (("stress", pair.stress_name, pair.stress_report),
                                ("rest", pair.rest_name, pair.rest_report)):
         studies[role] = {"study": name, "model": report["model"], "flow": report["flow"],
-                         "absolute_mbf": report.get("absolute_mbf", True),
+                         "absolute_mbf": has_absolute_mbf(report),
                          "qa": list(report.get("qa", []))}
     return {
         "index": reserve.index,

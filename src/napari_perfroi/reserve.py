@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from .aha import TERRITORIES
 from .errors import InputError
-from .report import TERRITORY_NAMES, flow_report
+from .report import TERRITORY_NAMES, flow_report, has_absolute_mbf
 
 if TYPE_CHECKING:
     from .study import Study
@@ -133,12 +133,6 @@ def identity_warnings(stress_attrs: dict[str, Any], rest_attrs: dict[str, Any]) 
         return [f"the stress study was acquired on {', '.join(stress_makers or ['?'])}, the rest "
                 f"study on {', '.join(rest_makers or ['?'])}: are they one patient's?"]
     return []
-
-
-def has_absolute_mbf(report: dict[str, Any]) -> bool:
-    """Whether a flow report's ``segment_mbf`` is absolute flow (reports that do not
-    say so predate semi-quantitative reports and are)."""
-    return bool(report.get("absolute_mbf", True))
 
 
 def reserve_index(stress_report: dict[str, Any], rest_report: dict[str, Any]) -> str:

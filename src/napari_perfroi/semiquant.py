@@ -43,8 +43,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-__all__ = ["SemiQuantitative", "semiquantitative_indices", "lv_first_pass", "run_slopes",
-           "MIN_FRAMES"]
+__all__ = ["SemiQuantitative", "semiquantitative_indices", "foot_and_peak", "lv_first_pass",
+           "run_slopes", "FOOT_FRACTION", "MIN_FRAMES"]
 
 FOOT_FRACTION = 0.05  # the LV foot: last frame before the peak below this fraction of the rise
 FIRST_PASS_SPAN = 2.5  # the first pass ends at most this many foot-to-peak times after the foot
@@ -175,19 +175,24 @@ def smoothed(curves: np.ndarray, times_s: np.ndarray) -> np.ndarray:
     return out
 
 
+def foot_and_peak(curve: np.ndarray) -> tuple[int, int]:
+    """(foot, peak) frame indices of a bolus ``curve`` (T,): its maximum, and the last frame
+    before it still below ``FOOT_FRACTION`` of the rise from the first frames' level."""
+    peak = int(np.argmax(curve))
+    start = float(np.median(curve[: max(1, min(3, peak))]))
+    below = np.flatnonzero(curve[: peak + 1] < start + FOOT_FRACTION * (curve[peak] - start))
+    return (int(below[-1]) if below.size else 0), peak
+
+
 def lv_first_pass(lv_enhancement: np.ndarray, times_s: np.ndarray) -> tuple[int, int]:
     """(foot, end) frame indices of the first pass of a baseline-subtracted LV curve (T,).
 
-    The foot mirrors :func:`napari_perfroi.flow.bolus_foot`. The end is the first local
+    The foot is :func:`foot_and_peak`'s. The end is the first local
     minimum of the smoothed curve after the peak that lies below ``TROUGH_FRACTION`` of
     the peak (so noise on the down-slope does not end it), or the last frame within
     ``FIRST_PASS_SPAN`` foot-to-peak times of the foot, whichever comes first.
     """
-    peak = int(np.argmax(lv_enhancement))
-    start = float(np.median(lv_enhancement[: max(1, min(3, peak))]))
-    rise = lv_enhancement[peak] - start
-    below = np.flatnonzero(lv_enhancement[: peak + 1] < start + FOOT_FRACTION * rise)
-    foot = int(below[-1]) if below.size else 0
+    foot, peak = foot_and_peak(lv_enhancement)
     cap_s = times_s[foot] + FIRST_PASS_SPAN * (times_s[peak] - times_s[foot])
     cap = int(np.clip(np.searchsorted(times_s, cap_s, side="right") - 1, peak, times_s.size - 1))
     smooth = smoothed(lv_enhancement[None], times_s)[0]

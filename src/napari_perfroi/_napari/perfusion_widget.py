@@ -52,8 +52,9 @@ from ..report import (
     bullseye_segment_at,
     draw_bullseye,
     draw_curves,
+    draw_upslope_bullseye,
     flow_report,
-    relative_upslope_percent,
+    has_absolute_mbf,
 )
 from ..study import SLICE_LEVELS, StoreError, Study, checked_slice_levels
 from .layers import (
@@ -126,14 +127,12 @@ def _narrow(box: QComboBox) -> QComboBox:
 def _draw_study_bullseye(ax, report: dict[str, Any], highlight: int | None) -> None:
     """A study's bullseye: MBF on the fixed scale, or the relative upslope without a
     trustworthy AIF."""
-    if report.get("absolute_mbf", True):
+    if has_absolute_mbf(report):
         low, high = MBF_RANGE_ML_MIN_G
         draw_bullseye(ax, report["segment_mbf"], vmin=low, vmax=high, cmap=MBF_COLORMAP,
                       highlight=highlight, units=report.get("units", "mL/min/g"))
     else:  # the semi-quantitative index instead of a flow
-        values = relative_upslope_percent(report)
-        draw_bullseye(ax, values, vmax=max([20.0, *filter(None, values)]), cmap="viridis",
-                      highlight=highlight, units="relative upslope, % (no absolute MBF)")
+        draw_upslope_bullseye(ax, report, highlight)
 
 
 def run_perfusion(
@@ -529,7 +528,7 @@ class PerfusionWidget(QWidget):
             return
         units = html.escape(report.get("units", "mL/min/g"))
         lines = [f"<b>global MBF {_number(report['global_mbf'])} {units}</b>"
-                 if report.get("absolute_mbf", True)
+                 if has_absolute_mbf(report)
                  else "<b>no absolute MBF</b> (AIF saturated): relative upslope shown"]
         territories = report.get("territory_mbf") or {}
         lowest = report.get("lowest_territory")
