@@ -69,3 +69,17 @@ def test_study_motion_is_written_and_recorded(tmp_path):
         np.testing.assert_array_equal(motion[s, ref], 0)
     assert study.attrs["steps"]["motion"]["version"] == __version__
     assert calls[-1] == n_s
+
+
+def test_motion_reports_progress_within_a_slice(phantom_store):
+    """A one-slice series does not sit at 0/1 until it is done."""
+    from napari_perfroi.motion import estimate_study_motion
+    from napari_perfroi.study import Study
+
+    calls = []
+    estimate_study_motion(Study.open(phantom_store, writable=True),
+                          progress=lambda done, total: calls.append((done, total)))
+    n_slices = Study.open(phantom_store).shape[0]
+    assert calls[-1] == (n_slices, n_slices)
+    within_first = [done for done, _ in calls if 0 < done < 1]
+    assert within_first and within_first == sorted(within_first)

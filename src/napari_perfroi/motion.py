@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from .progress import within
+
 # Components beyond the temporal mean: more would also model the breathing motion.
 RANK = 1
 COEFFICIENT_SIGMA_FRAMES = 1.5  # temporal smoothing of the contrast model
@@ -50,12 +52,14 @@ def estimate_motion(
     series: np.ndarray,
     reference_frame: int | None = None,
     max_shift_px: float = 10.0,
+    part=None,
 ) -> MotionResult:
     """Estimate the in-plane translation of every frame of one slice (T, Y, X).
 
     ``reference_frame`` defaults to the registered frame most similar to the
     series' temporal median (all structures visible). Shifts are searched
-    within ``max_shift_px`` of the target.
+    within ``max_shift_px`` of the target. ``part(fraction)``, if given, hears
+    how far the search is after each round.
     """
     frames = np.asarray(series, dtype=np.float32)
     if frames.ndim != 3:
@@ -79,6 +83,8 @@ def estimate_motion(
                 # whole image (chest wall, liver, lungs) instead.
                 area = whole if early else window
                 shifts[t] = _shift_to_target(frames[t], target, area, max_shift_px)
+            if part is not None:
+                part((done + 1) / (MAX_ROUNDS + 1))  # the last share: refinement
             if np.abs(shifts - previous).max() <= CONVERGED_PX:
                 break
         _refine_before_bolus(frames, shifts, registered[before_bolus], window, max_shift_px)
@@ -104,7 +110,8 @@ def estimate_study_motion(study, progress=None) -> list[MotionResult]:
     search_px = max_shift_px(study.pixel_spacing_mm)
     results = []
     for s in range(n_slices):
-        results.append(estimate_motion(np.asarray(study.image[s]), max_shift_px=search_px))
+        results.append(estimate_motion(np.asarray(study.image[s]), max_shift_px=search_px,
+                                       part=within(progress, s, n_slices)))
         if progress is not None:
             progress(s + 1, n_slices)
     study.write("motion", np.stack([r.shifts for r in results]))

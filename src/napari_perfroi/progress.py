@@ -2,6 +2,7 @@
 
 Core functions take an optional ``progress(done, total)`` callback; the CLI
 passes a :class:`TqdmProgress`, the napari widgets one that feeds a progress bar.
+``done`` may be fractional: a slice under way reports how far it is.
 """
 
 from __future__ import annotations
@@ -9,6 +10,14 @@ from __future__ import annotations
 
 class Cancelled(Exception):
     """Raised by a progress callback to stop a step before it writes its result."""
+
+
+def within(progress, done: int, total: int):
+    """``part(fraction)``: reports ``progress(done + fraction, total)`` while unit ``done``
+    (e.g. a slice) is under way; None without ``progress``."""
+    if progress is None:
+        return None
+    return lambda fraction: progress(done + min(max(fraction, 0.0), 1.0), total)
 
 
 class TqdmProgress:

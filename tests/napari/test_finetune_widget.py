@@ -10,6 +10,7 @@ from qtpy.QtCore import Qt
 
 from napari_perfroi._napari import layers as L
 from napari_perfroi._napari.segment_widget import SHIPPED_MODEL, SegmentWidget
+from napari_perfroi._napari.step_worker import BAR_STEPS_PER_UNIT
 from napari_perfroi.label_edits import edited_frames
 from napari_perfroi.segment.finetune import FinetuneConfig, user_models_dir
 from napari_perfroi.segment.model import SHIPPED_WEIGHTS, file_sha256
@@ -56,6 +57,9 @@ def test_finetune_saves_a_user_model_that_segment_then_uses(
     widget = _dock(viewer, accepted_store)
     assert widget.stores_to_finetune() == [accepted_store]
     assert widget.finetune_stores.item(0).text() == "p.zarr: 3 accepted series"
+    # the full path is one hover away, and a long name wraps rather than being cut off
+    assert widget.finetune_stores.item(0).toolTip() == f"{accepted_store}\n3 accepted series"
+    assert widget.finetune_stores.wordWrap()
     assert widget.model_box.currentText() == SHIPPED_MODEL and widget.model() is None
 
     assert widget.save_label_edits() == 0 and "no new edits" in widget.status.text()
@@ -64,7 +68,7 @@ def test_finetune_saves_a_user_model_that_segment_then_uses(
     shown = run_responsively(qtbot, widget, widget.fine_tune, widget.finetune_button,
                              RUN_TIMEOUT_MS)
     assert set(zip(*np.nonzero(edited_frames(Study.open(accepted_store))))) == {(0, 3)}
-    assert shown[-1] == 4  # 2 epochs x 2 steps
+    assert shown[-1] == 4 * BAR_STEPS_PER_UNIT  # 2 epochs x 2 steps
     models = list(user_data.glob("*.safetensors"))
     assert len(models) == 1 and models[0].with_suffix(".json").is_file()
     assert widget.model() == models[0].resolve()
@@ -97,7 +101,7 @@ def test_cancelled_finetune_writes_no_model(make_napari_viewer, qtbot, accepted_
     widget.finetune_config = FinetuneConfig(max_epochs=50, steps_per_epoch=50, batch_size=2)
     with qtbot.waitSignal(widget.finished, timeout=RUN_TIMEOUT_MS):
         widget.fine_tune()
-        qtbot.waitUntil(lambda: widget.progress_bar.value() >= 1, timeout=RUN_TIMEOUT_MS)
+        qtbot.waitUntil(lambda: widget.progress_bar.value() >= BAR_STEPS_PER_UNIT, timeout=RUN_TIMEOUT_MS)
         widget.cancel()
 
     assert "cancelled" in widget.status.text()

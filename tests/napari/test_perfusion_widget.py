@@ -8,11 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from napari.layers import Image, Labels, Points, Shapes
+from napari.layers import Image, Labels, Points, Vectors
 from qtpy.QtCore import QPoint, Qt
 
 from napari_perfroi._napari import layers as L
 from napari_perfroi._napari.perfusion_widget import PerfusionWidget
+from napari_perfroi._napari.step_worker import BAR_STEPS_PER_UNIT
 from napari_perfroi.pipeline import run_step
 from napari_perfroi.report import TERRITORY_NAMES, bullseye_wedge, flow_report
 from napari_perfroi.study import LV_BLOOD, MYOCARDIUM, Study
@@ -86,7 +87,7 @@ def test_compute_writes_the_maps_and_shows_them(make_napari_viewer, qtbot, analy
 
     study = Study.open(analysed_store)
     n_slices, n_times = study.shape[:2]
-    assert n_slices in shown  # per-slice progress of the flow step reached the bar
+    assert n_slices * BAR_STEPS_PER_UNIT in shown  # per-slice progress of the flow step
     mbf, aha = study.read("mbf"), study.read("aha")
     myocardium = _reference_labels(study) == MYOCARDIUM
     assert np.array_equal(aha > 0, myocardium)
@@ -103,9 +104,14 @@ def test_compute_writes_the_maps_and_shows_them(make_napari_viewer, qtbot, analy
     mbf_layer = viewer.layers[L.MBF_LAYER]
     assert isinstance(mbf_layer, Image)
     assert mbf_layer.data.shape == image.data.shape
-    assert mbf_layer.data.strides[1] == 0  # the same map on every frame, not a copy
-    for t in (0, n_times - 1):
-        np.testing.assert_array_equal(mbf_layer.data[:, t], mbf)
+    # the map on every frame, moved with its motion (as is on the reference frames)
+    motion = study.read("motion")
+    for s, t in enumerate(study.attrs["reference_frame"]):
+        np.testing.assert_array_equal(np.asarray(mbf_layer.data[s, t]), mbf[s])
+    s, t = np.unravel_index(np.argmax(np.abs(motion).sum(axis=-1)), motion.shape[:2])
+    moved = np.asarray(mbf_layer.data[s, t])
+    np.testing.assert_allclose(moved, L.moved_map(mbf[s], motion[s, t], labels=False))
+    assert np.isfinite(moved).sum() == pytest.approx(np.isfinite(mbf[s]).sum(), rel=0.1)
     np.testing.assert_allclose(mbf_layer.scale, image.scale)
     assert tuple(mbf_layer.contrast_limits) == L.MBF_RANGE_ML_MIN_G
     assert mbf_layer.colorbar.visible
@@ -113,16 +119,19 @@ def test_compute_writes_the_maps_and_shows_them(make_napari_viewer, qtbot, analy
     aha_layer = viewer.layers[L.AHA_LAYER]
     assert isinstance(aha_layer, Labels)
     assert aha_layer.data.shape == image.data.shape
-    np.testing.assert_array_equal(aha_layer.data[:, n_times - 1], aha)
-    assert set(np.unique(aha_layer.data[:, 0])) == set(range(17))
+    for s, t in enumerate(study.attrs["reference_frame"]):
+        np.testing.assert_array_equal(np.asarray(aha_layer.data[s, t]), aha[s])
+    assert set(np.unique(np.asarray(aha_layer.data[:, 0]))) == set(range(17))
     numbers = viewer.layers[L.AHA_NUMBERS_LAYER]
     assert isinstance(numbers, Points)
-    assert sorted(numbers.features["segment"]) == list(range(1, 17))
-    for (s, _, row, col), segment in zip(numbers.data.astype(int), numbers.features["segment"]):
-        assert aha[s, row, col] == segment  # each number sits on its segment
+    assert set(numbers.features["segment"]) == set(range(1, 17))
+    for (s, t, row, col), segment in zip(numbers.data, numbers.features["segment"]):
+        if t == study.attrs["reference_frame"][int(s)]:  # each number sits on its segment
+            assert aha[int(s), int(row), int(col)] == segment
     assert list(numbers.text.values) == [str(n) for n in numbers.features["segment"]]
     boundaries = viewer.layers[L.AHA_BOUNDARIES_LAYER]
-    assert isinstance(boundaries, Shapes) and len(boundaries.data) >= 12
+    assert isinstance(boundaries, Vectors)
+    assert len(boundaries.data) >= 12 * n_times  # every boundary on every frame
 
     aif = viewer.layers[L.AIF_ROI_LAYER]
     assert isinstance(aif, Labels)
@@ -156,7 +165,8 @@ def test_model_list_runs_the_two_compartment_fit(make_napari_viewer, qtbot, comp
     for array, (name, _) in L.PARAMETER_MAP_LAYERS.items():
         layer = viewer.layers[name]
         assert isinstance(layer, Image) and not layer.visible  # there when asked for
-        np.testing.assert_array_equal(layer.data[:, 0], study.read(array))
+        for s, t in enumerate(study.attrs["reference_frame"]):
+            np.testing.assert_array_equal(np.asarray(layer.data[s, t]), study.read(array)[s])
     assert "2CXM" in widget.summary.text()
     names = [layer.name for layer in viewer.layers]
     assert names.index("PS") < names.index(L.MBF_LAYER) < names.index(L.AIF_ROI_LAYER)
@@ -189,9 +199,12 @@ def test_reopened_store_shows_its_report_without_computing(make_napari_viewer, c
     s = 1
     t = int(np.argmax(np.abs(motion[s]).sum(axis=1)))
     widget.go_to(s, t)
-    for name in (L.MBF_LAYER, L.AIF_ROI_LAYER):
-        layer = viewer.layers[name]
-        np.testing.assert_allclose(layer.translate[-2:], motion[s, t] * layer.scale[-2:])
+    aif = viewer.layers[L.AIF_ROI_LAYER]
+    np.testing.assert_allclose(aif.translate[-2:], motion[s, t] * aif.scale[-2:])
+    mbf = viewer.layers[L.MBF_LAYER]
+    np.testing.assert_allclose(np.asarray(mbf.data[s, t]),
+                               L.moved_map(study.read("mbf")[s], motion[s, t], labels=False))
+    assert not np.any(mbf.translate)  # its data are moved, not the layer
 
 
 def test_bullseye_click_highlights_the_segment(make_napari_viewer, qtbot, computed_store):
@@ -332,7 +345,9 @@ def test_saturated_aif_shows_relative_upslope_instead_of_flow(make_napari_viewer
     for array, (name, _) in L.INDEX_MAP_LAYERS.items():
         layer = viewer.layers[name]
         assert isinstance(layer, Image) and not layer.visible
-        np.testing.assert_array_equal(layer.data[:, 0], Study.open(study.path).read(array))
+        saved = Study.open(study.path)
+        for s, t in enumerate(saved.attrs["reference_frame"]):
+            np.testing.assert_array_equal(np.asarray(layer.data[s, t]), saved.read(array)[s])
     _click_bullseye(qtbot, widget, 3)
     assert widget.selected_segment == 3
     assert "relative upslope" in widget.segment_label.text()

@@ -188,19 +188,28 @@ def _folder_of_text(tmp_path):
     "make_path",
     [
         _text_file,
-        _empty_dir,
         _plain_zarr_group,
-        _folder_of_text,
         lambda tmp_path: tmp_path / "missing.zarr",
         lambda tmp_path: [str(tmp_path / "a.zarr"), str(tmp_path / "b.zarr")],
     ],
-    ids=["text-file", "empty-dir", "non-study-zarr", "non-dicom-folder", "missing", "path-list"],
+    ids=["text-file", "non-study-zarr", "missing", "path-list"],
 )
 def test_reader_declines_what_it_cannot_read(tmp_path, make_path):
     path = make_path(tmp_path)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # declining quietly: these are not ours
         assert get_reader(path) is None
+
+
+@pytest.mark.parametrize("make_path", [_empty_dir, _folder_of_text], ids=["empty", "text"])
+def test_a_folder_without_study_or_dicom_is_declined_with_one_line(tmp_path, make_path):
+    """napari alone would say only that no plugin reads it."""
+    folder = make_path(tmp_path)
+    with pytest.warns(UserWarning) as caught:
+        assert get_reader(str(folder)) is None
+    message = str(caught[0].message)
+    assert len(caught) == 1 and "\n" not in message
+    assert message.startswith(str(folder)) and "DICOM" in message and "study store" in message
 
 
 def test_reader_warns_once_about_an_unknown_format_version(store_path):

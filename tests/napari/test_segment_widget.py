@@ -9,6 +9,7 @@ from napari.layers import Labels
 
 from napari_perfroi._napari import layers as L
 from napari_perfroi._napari.segment_widget import SegmentWidget
+from napari_perfroi._napari.step_worker import BAR_STEPS_PER_UNIT
 from napari_perfroi.pipeline import run_step
 from napari_perfroi.segment.metrics import dice_per_class
 from napari_perfroi.study import Study
@@ -42,7 +43,9 @@ def test_segment_writes_labels_and_shows_them(make_napari_viewer, qtbot, phantom
     active = viewer.layers.selection.active
     shown = run_responsively(qtbot, widget, widget.run, widget.run_button, RUN_TIMEOUT_MS)
     n_slices = Study.open(phantom_path).shape[0]
-    assert n_slices in shown  # per-slice progress reached the bar
+    assert n_slices * BAR_STEPS_PER_UNIT in shown  # per-slice progress reached the bar
+    # and a slice under way moves it too
+    assert any(value % BAR_STEPS_PER_UNIT for value in shown)
     study = Study.open(phantom_path)
     assert study.has("labels")
     labels = study.read("labels")

@@ -104,7 +104,9 @@ def test_sample_to_flow_report_with_the_docks(make_napari_viewer, qtbot, tmp_pat
     np.testing.assert_array_equal(np.delete(roi, s, axis=0), np.delete(proposals, s, axis=0))
 
     # MBF: on the myocardium of each slice's reference frame, finite and in 0-10 mL/min/g.
-    mbf = np.asarray(viewer.layers[L.MBF_LAYER].data[:, 0])
+    mbf_data = viewer.layers[L.MBF_LAYER].data  # on the reference frames as computed
+    mbf = np.stack([np.asarray(mbf_data[s, t])
+                    for s, t in enumerate(study.attrs["reference_frame"])])
     np.testing.assert_array_equal(mbf, study.read("mbf"))
     reference = [int(u) for u in study.attrs["reference_frame"]]
     myocardium_mask = np.stack([labels[i, u] == MYOCARDIUM for i, u in enumerate(reference)])
@@ -115,7 +117,9 @@ def test_sample_to_flow_report_with_the_docks(make_napari_viewer, qtbot, tmp_pat
     assert 0.5 * true_global <= np.nanmedian(mbf) <= 2.0 * true_global
 
     # AHA: segments 1-16 on the myocardium, with their numbers on the image.
-    aha = np.asarray(viewer.layers[L.AHA_LAYER].data[:, 0])
+    aha_data = viewer.layers[L.AHA_LAYER].data
+    aha = np.stack([np.asarray(aha_data[s, t])
+                    for s, t in enumerate(study.attrs["reference_frame"])])
     assert set(np.unique(aha)) == set(range(17))
     assert np.array_equal(aha > 0, myocardium_mask)
     assert set(viewer.layers[L.AHA_NUMBERS_LAYER].features["segment"]) == set(range(1, 17))

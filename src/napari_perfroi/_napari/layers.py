@@ -9,6 +9,7 @@ can find the store it belongs to.
 from __future__ import annotations
 
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,6 +37,8 @@ MAP_LAYERS = {**PARAMETER_MAP_LAYERS, **INDEX_MAP_LAYERS}  # hidden until asked 
 
 STORE_KEY = "perfroi_store"
 DICOM_KEY = "perfroi_dicom"
+# What a layer is for (its name without the " [1]" napari adds when a second study opens).
+ROLE_KEY = "perfroi_layer"
 AXIS_LABELS = ("slice", "t", "y", "x")
 MBF_RANGE_ML_MIN_G = (0.0, 6.0)
 # 0 background, 1 LV blood pool, 2 LV myocardium, 3 RV blood pool
@@ -104,7 +107,7 @@ def _common(study: Study, name: str, scale=None) -> dict[str, Any]:
         "name": name,
         "scale": study_scale(study) if scale is None else scale,
         "axis_labels": AXIS_LABELS,
-        "metadata": {STORE_KEY: str(study.path)},
+        "metadata": {STORE_KEY: str(study.path), ROLE_KEY: name},
     }
 
 
@@ -126,7 +129,7 @@ def dicom_image_layer(series, folder) -> LayerData:
         "name": IMAGE_LAYER,
         "scale": image_scale(series.pixel_spacing_mm),
         "axis_labels": AXIS_LABELS,
-        "metadata": {DICOM_KEY: str(folder)},
+        "metadata": {DICOM_KEY: str(folder), ROLE_KEY: IMAGE_LAYER},
         "contrast_limits": contrast_limits(image),
         "colormap": "gray",
         "multiscale": False,
@@ -144,11 +147,51 @@ def _per_frame_labels(study: Study, name: str):
     return da.from_zarr(array)
 
 
-def _over_time(study: Study, name: str) -> np.ndarray:
-    """A per-slice (S, Y, X) map repeated over t as a read-only view (no copy)."""
+def _over_time(study: Study, name: str, motion: np.ndarray | None = None):
+    """A per-slice (S, Y, X) map on every frame (:func:`following_motion`)."""
     per_slice = study.read(name)
-    n_slices, n_times, n_rows, n_cols = study.shape
-    return np.broadcast_to(per_slice[:, None], (n_slices, n_times, n_rows, n_cols))
+    return following_motion(per_slice, study.shape[1], motion, labels=per_slice.dtype.kind != "f")
+
+
+def following_motion(per_slice: np.ndarray, n_times: int, motion: np.ndarray | None, *,
+                     labels: bool):
+    """A per-slice (S, Y, X) map drawn in the reference frames, on every frame (S, T, Y, X).
+
+    Without ``motion`` it is the same map on every frame, a read-only view (no
+    copy). With ``motion`` (S, T, 2) it is moved with each frame's motion, lazily,
+    one frame at a time: stepping through frames then slices data like the image
+    instead of moving the layer, which would make napari re-slice every layer.
+    """
+    n_slices, n_rows, n_cols = per_slice.shape
+    if motion is None:
+        return np.broadcast_to(per_slice[:, None], (n_slices, n_times, n_rows, n_cols))
+    import dask.array as da
+
+    def frame(block_info=None):
+        s, t = block_info[None]["chunk-location"][:2]
+        return moved_map(per_slice[s], motion[s, t], labels=labels)[None, None]
+
+    return da.map_blocks(frame, dtype=per_slice.dtype,
+                         chunks=((1,) * n_slices, (1,) * n_times, (n_rows,), (n_cols,)),
+                         meta=np.empty((0, 0, 0, 0), dtype=per_slice.dtype))
+
+
+def moved_map(image: np.ndarray, shift, *, labels: bool) -> np.ndarray:
+    """``image`` (Y, X) moved by ``shift`` (row, col) px.
+
+    Labels move to the nearest pixel; a float map is interpolated linearly from
+    its finite pixels alone (NaN where less than half the weight is finite), so
+    a thin map such as the myocardium's keeps its rim.
+    """
+    from scipy import ndimage
+
+    if labels:
+        return ndimage.shift(image, shift, order=0, mode="constant", cval=0)
+    finite = np.isfinite(image)
+    values = ndimage.shift(np.where(finite, image, 0.0), shift, order=1, cval=0.0)
+    weight = ndimage.shift(finite.astype(values.dtype), shift, order=1, cval=0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(weight >= 0.5, values / weight, np.nan).astype(image.dtype)
 
 
 def labels_layer(study: Study, scale=None) -> LayerData:
@@ -163,22 +206,23 @@ def truth_labels_layer(study: Study, scale=None) -> LayerData:
     return _per_frame_labels(study, "truth/labels"), kwargs, "labels"
 
 
-def mbf_layer(study: Study, scale=None) -> LayerData:
+def mbf_layer(study: Study, scale=None, motion=None) -> LayerData:
+    """The MBF map on every frame (moved with ``motion`` when given)."""
     kwargs = _common(study, MBF_LAYER, scale)
     kwargs.update(
         colormap="turbo", contrast_limits=MBF_RANGE_ML_MIN_G, opacity=0.7, multiscale=False
     )
-    return _over_time(study, "mbf"), kwargs, "image"
+    return _over_time(study, "mbf", motion), kwargs, "image"
 
 
-def parameter_map_layer(study: Study, scale=None, *, array: str) -> LayerData:
+def parameter_map_layer(study: Study, scale=None, motion=None, *, array: str) -> LayerData:
     """A map of :data:`MAP_LAYERS` (two-compartment or semi-quantitative), hidden until
     asked for."""
     name, limits = MAP_LAYERS[array]
     kwargs = _common(study, name, scale)
     kwargs.update(colormap="viridis", contrast_limits=limits, opacity=0.7, visible=False,
                   multiscale=False)
-    return _over_time(study, array), kwargs, "image"
+    return _over_time(study, array, motion), kwargs, "image"
 
 
 def uncertainty_layer(study: Study, scale=None) -> LayerData:
@@ -189,10 +233,10 @@ def uncertainty_layer(study: Study, scale=None) -> LayerData:
     return _over_time(study, "label_uncertainty"), kwargs, "image"
 
 
-def aha_layer(study: Study, scale=None) -> LayerData:
+def aha_layer(study: Study, scale=None, motion=None) -> LayerData:
     kwargs = _common(study, AHA_LAYER, scale)
     kwargs.update(opacity=0.4, visible=False)
-    return _over_time(study, "aha"), kwargs, "labels"
+    return _over_time(study, "aha", motion), kwargs, "labels"
 
 
 def roi_shapes(roi: np.ndarray, states: np.ndarray) -> tuple[list[np.ndarray], list[str], dict]:
@@ -257,6 +301,35 @@ def study_layers(study: Study) -> list[LayerData]:
     layers = [image_layer(study, scale)]
     layers += [build(study, scale) for array, build in _OPTIONAL_LAYERS if study.has(array)]
     return layers
+
+
+# ---------------------------------------------------------------- finding a study's layers
+def layer_role(layer) -> str:
+    """What ``layer`` shows (e.g. "labels"), whatever napari renamed it to."""
+    return layer.metadata.get(ROLE_KEY, layer.name)
+
+
+def find_layer(viewer, role: str, store: Path | str | None = None):
+    """The first layer showing ``role`` of the study at ``store`` (any study if None)."""
+    for layer in viewer.layers:
+        if layer_role(layer) == role and (
+                store is None or layer.metadata.get(STORE_KEY) == str(store)):
+            return layer
+    return None
+
+
+def study_image_layer(viewer, current: Path | None = None):
+    """The image layer of the study the docks should show.
+
+    That is the study of the selected layer when it belongs to one; else
+    ``current`` while its image is open; else the first study or DICOM image.
+    """
+    active = viewer.layers.selection.active
+    for store in (active.metadata.get(STORE_KEY) if active is not None else None, current):
+        layer = find_layer(viewer, IMAGE_LAYER, store) if store else None
+        if layer is not None:
+            return layer
+    return find_layer(viewer, IMAGE_LAYER)
 
 
 # ---------------------------------------------------------------- perfusion results
@@ -344,31 +417,49 @@ def sector_boundaries(aha: np.ndarray) -> list[tuple[int, np.ndarray]]:
     return lines
 
 
-def aha_boundaries_layer(study: Study, scale=None) -> LayerData:
-    """The lines between the AHA segments of each slice, shown on every frame."""
-    lines = [np.column_stack([np.full(2, s), np.zeros(2), ends])
-             for s, ends in sector_boundaries(study.read("aha"))]
+def _on_each_frame(points: np.ndarray, n_times: int, motion: np.ndarray | None) -> np.ndarray:
+    """(N, 3) (slice, row, col) reference-frame points as (N * T, 4) (slice, t, row, col),
+    frame by frame, moved with each frame's ``motion`` when given."""
+    n_points = len(points)
+    frames = np.repeat(np.arange(n_times), n_points)
+    placed = np.tile(points, (n_times, 1))
+    slices = placed[:, 0].astype(int)
+    if motion is not None:
+        placed[:, 1:] += motion[slices, frames]
+    return np.column_stack([placed[:, 0], frames, placed[:, 1:]])
+
+
+def aha_boundaries_layer(study: Study, scale=None, motion=None) -> LayerData:
+    """The lines between the AHA segments of each slice on every frame, moved with
+    ``motion`` when given (a Vectors layer: one line per boundary and frame)."""
+    lines = sector_boundaries(study.read("aha"))
+    starts = np.array([(s, *ends[0]) for s, ends in lines], dtype=float).reshape(-1, 3)
+    steps = np.array([ends[1] - ends[0] for _, ends in lines], dtype=float).reshape(-1, 2)
+    n_times = study.shape[1]
+    data = np.zeros((len(lines) * n_times, 2, 4))
+    data[:, 0] = _on_each_frame(starts, n_times, motion)
+    data[:, 1, 2:] = np.tile(steps, (n_times, 1))
     kwargs = _common(study, AHA_BOUNDARIES_LAYER, scale)
-    kwargs["scale"], kwargs["translate"] = on_every_frame(kwargs["scale"], study.shape[1])
-    kwargs.update(ndim=4, shape_type="line", edge_color="white", edge_width=AHA_BOUNDARY_WIDTH)
-    return lines, kwargs, "shapes"
+    kwargs.update(ndim=4, vector_style="line", edge_color="white",
+                  edge_width=AHA_BOUNDARY_WIDTH, length=1.0)
+    return data, kwargs, "vectors"
 
 
-def aha_numbers_layer(study: Study, scale=None) -> LayerData:
-    """The AHA segment numbers as text, one point per segment and slice, shown on every frame."""
+def aha_numbers_layer(study: Study, scale=None, motion=None) -> LayerData:
+    """The AHA segment numbers as text, one point per segment, slice and frame, moved with
+    ``motion`` when given."""
     where, segments = segment_number_points(study.read("aha"))
-    data = np.insert(where, 1, 0.0, axis=1)  # the one frame standing for all
+    n_times = study.shape[1]
     kwargs = _common(study, AHA_NUMBERS_LAYER, scale)
-    kwargs["scale"], kwargs["translate"] = on_every_frame(kwargs["scale"], study.shape[1])
     kwargs.update(
         ndim=4,
-        features={"segment": segments},
+        features={"segment": np.tile(segments, n_times)},
         text={"string": "{segment}", "color": "white", "size": 9, "anchor": "center"},
         size=1,
         face_color="transparent",
         border_color="transparent",
     )
-    return data, kwargs, "points"
+    return _on_each_frame(where, n_times, motion), kwargs, "points"
 
 
 def frame_at(viewer, layer, shape: tuple[int, int]) -> tuple[int, int]:

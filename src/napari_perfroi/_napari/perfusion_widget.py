@@ -74,6 +74,7 @@ from .layers import (
     aha_numbers_layer,
     aif_mask_from_layer,
     aif_roi_layer,
+    find_layer,
     frame_at,
     go_to_frame,
     mbf_layer,
@@ -94,7 +95,9 @@ if TYPE_CHECKING:
     from matplotlib.backend_bases import MouseEvent
 
 MBF_COLORMAP = "turbo"  # the "MBF" layer's colormap (layers.mbf_layer): bullseye and map agree
-# Layers in reference-frame geometry, shifted with the motion of the frame on screen.
+# The result layers over the labels, bottom to top. They are drawn in the reference frames
+# and follow the motion of the frame on screen: their data are moved frame by frame, the
+# editable AIF ROI (one frame for all) is moved as a layer.
 OVERLAYS = (*(name for name, _ in MAP_LAYERS.values()), MBF_LAYER, AHA_LAYER,
             AHA_BOUNDARIES_LAYER, AHA_NUMBERS_LAYER, AIF_ROI_LAYER)
 # The Perfusion dock's model list: flow step option -> label.
@@ -189,7 +192,7 @@ class PerfusionWidget(QWidget):
 
     finished = Signal()  # a Compute ended: done, cancelled or failed
     segment_selected = Signal(object)  # the highlighted segment 1-16, or None
-    _progressed = Signal(str, int, int)  # step, done, total (emitted from the worker)
+    _progressed = Signal(str, float, int)  # step, done, total (emitted from the worker)
 
     def __init__(self, napari_viewer):
         super().__init__()
@@ -211,7 +214,6 @@ class PerfusionWidget(QWidget):
         self._cancel = threading.Event()  # Cancel pressed
         self._closed = threading.Event()  # the widget is gone
         self._connections: list[tuple[Any, Any]] = []
-        self._followed: set[int] = set()  # ids of the overlays whose visibility is watched
 
         self.study_label = QLabel()
         self.study_label.setWordWrap(True)
@@ -315,6 +317,7 @@ class PerfusionWidget(QWidget):
         self._attach_timer.timeout.connect(self._attach)
         self._connect(self.viewer.layers.events.inserted, self._schedule_attach)
         self._connect(self.viewer.layers.events.removed, self._schedule_attach)
+        self._connect(self.viewer.layers.selection.events.active, self._schedule_attach)
         self._connect(self.viewer.dims.events.point, self._on_frame)
         # Not self: the slot runs when the widget is gone.
         self.destroyed.connect(partial(_teardown, self._closed, self._connections))
@@ -390,7 +393,7 @@ class PerfusionWidget(QWidget):
 
     def _attach(self, event=None) -> None:
         """Find the store of the perfusion layer and show its results if it is a new one."""
-        self._store, note = find_store(self.viewer)
+        self._store, note = find_store(self.viewer, self._shown_store)
         self.study_label.setText(note)
         self._set_running(self.worker is not None)
         if self._store != self._shown_store:
@@ -437,40 +440,38 @@ class PerfusionWidget(QWidget):
 
     def _show_layers(self, study: Study) -> None:
         """Add the result layers the store has data for, or update those already there."""
-        from napari.layers import Image, Labels, Points, Shapes
+        from napari.layers import Image, Labels, Points, Vectors
 
         scale = study_scale(study)
         for array, (name, _) in MAP_LAYERS.items():
             if study.has(array):
-                self._put_layer(Image, *parameter_map_layer(study, scale, array=array))
+                self._put_layer(Image, *parameter_map_layer(study, scale, self._motion,
+                                                             array=array))
             elif self._layer(name) is not None:  # left by an earlier two-compartment run
                 self.viewer.layers.remove(self._layer(name))
         if study.has("mbf"):
-            mbf = self._put_layer(Image, *mbf_layer(study, scale))
+            mbf = self._put_layer(Image, *mbf_layer(study, scale, self._motion))
             mbf.colorbar.visible = True
         if study.has("aha"):
-            aha = self._put_layer(Labels, *aha_layer(study, scale))
+            aha = self._put_layer(Labels, *aha_layer(study, scale, self._motion))
             aha.colormap = dict(AHA_HIGHLIGHT_COLORS)
             aha.contour = 1
             aha.opacity = 1.0
             aha.selected_label = 0  # none: the chosen segment only is outlined
             aha.show_selected_label = True
             aha.visible = True
-            self._put_layer(Shapes, *aha_boundaries_layer(study, scale))
-            self._put_layer(Points, *aha_numbers_layer(study, scale))
+            self._put_layer(Vectors, *aha_boundaries_layer(study, scale, self._motion))
+            self._put_layer(Points, *aha_numbers_layer(study, scale, self._motion))
         if study.has("labels") or study.has("aif_mask"):
             aif = self._put_layer(Labels, *aif_roi_layer(study, scale))
             aif.selected_label = 1
             aif.editable = self.worker is None
             if aif is not self._aif_layer:
                 self._connect(aif.events.paint, self._on_aif_painted)
+                # hidden, it is not moved: it follows when it is shown again
+                self._connect(aif.events.visible, self._on_frame)
                 self._aif_layer = aif
         self._stack_overlays()
-        for name in OVERLAYS:
-            layer = self._layer(name)
-            if layer is not None and id(layer) not in self._followed:
-                self._followed.add(id(layer))
-                self._connect(layer.events.visible, self._on_frame)
 
     def _stack_overlays(self) -> None:
         """Keep the labels under the result layers, and those in the order of OVERLAYS: the
@@ -490,10 +491,8 @@ class PerfusionWidget(QWidget):
         (without making it the active layer: the user's keeps its keys)."""
         layer = self._layer(kwargs["name"])
         if isinstance(layer, kind):
-            if "shape_type" in kwargs:
-                data = [(shape, kwargs["shape_type"]) for shape in data]
             layer.data = data
-            for name in RESTYLED:  # new shapes and points come with the layer's defaults
+            for name in RESTYLED:  # new vectors and points come with the layer's defaults
                 if name in kwargs:
                     setattr(layer, name, kwargs[name])
             layer.metadata.update(kwargs["metadata"])
@@ -508,10 +507,9 @@ class PerfusionWidget(QWidget):
 
     def _layer(self, name: str):
         """The layer ``name`` of the shown store, None if there is none."""
-        layer = next((layer for layer in self.viewer.layers if layer.name == name), None)
-        if layer is None or layer.metadata.get(STORE_KEY) != str(self._shown_store):
+        if self._shown_store is None:
             return None
-        return layer
+        return find_layer(self.viewer, name, self._shown_store)
 
     def _frame_layer(self):
         return self._layer(IMAGE_LAYER) or self._layer(MBF_LAYER)
@@ -746,19 +744,16 @@ class PerfusionWidget(QWidget):
         self._connections.append((emitter, callback))
 
     def _on_frame(self, event=None) -> None:
-        """Shift the overlays with the frame's motion; follow the slice in the curves."""
+        """Move the AIF ROI with the frame's motion; follow the slice in the curves."""
         frame = self.current_frame()
         if frame is None:
             return
-        if self._motion is not None:
-            for name in OVERLAYS:
-                layer = self._layer(name)
-                # A hidden layer follows when it is shown (its visible event): moving it
-                # costs a refresh and a dims update of the viewer per layer and frame.
-                if layer is not None and layer.visible:
-                    offset = self._motion[frame] * np.asarray(layer.scale[-2:])
-                    if not np.allclose(layer.translate[-2:], offset):
-                        layer.translate = (*layer.translate[:-2], *offset)
+        layer = self._layer(AIF_ROI_LAYER)
+        # Moving a layer costs a refresh and a dims update of the viewer: not while hidden.
+        if self._motion is not None and layer is not None and layer.visible:
+            offset = self._motion[frame] * np.asarray(layer.scale[-2:])
+            if not np.allclose(layer.translate[-2:], offset):
+                layer.translate = (*layer.translate[:-2], *offset)
         if frame[0] != self._shown_slice:
             self._shown_slice = frame[0]
             if self.report is not None and self.selected_segment is None:
@@ -788,7 +783,7 @@ class PerfusionWidget(QWidget):
         if running:
             self.automatic_aif_button.setEnabled(False)
 
-    def _show_progress(self, step: str, done: int, total: int) -> None:
+    def _show_progress(self, step: str, done: float, total: int) -> None:
         show_step_progress(self.progress_bar, self.status, step, done, total,
                            PROGRESS_UNITS[step], self._cancel.is_set())
         if step == "aha":

@@ -75,6 +75,9 @@ def _dicom_reader(folder: Path) -> ReaderFunction | None:
     # napari offers every folder to this reader: decide from a few file
     # headers, and scan the whole series only once this reader is chosen.
     if not _has_dicom_files(folder):
+        # napari alone would only say that no plugin reads it: say what this one looked for.
+        warnings.warn(f"{folder}: neither a perfroi study store (*.zarr) nor a folder of DICOM "
+                      f"files (none among its first {DICOM_PROBE_FILES} files)", stacklevel=2)
         return None
 
     def read_dicom_folder(_path) -> list[LayerData]:

@@ -51,10 +51,11 @@ from .layers import (
     LABELS_LAYER,
     ROI_LAYER,
     ROI_STATE_COLORS,
-    STORE_KEY,
     circle_corners,
+    find_layer,
     frame_at,
     go_to_frame,
+    layer_role,
     roi_layer,
     roi_shapes,
     shape_circle,
@@ -220,6 +221,7 @@ class RoiWidget(QWidget):
 
         self._connect(self.viewer.layers.events.inserted, self._on_layer_inserted)
         self._connect(self.viewer.layers.events.removed, self._on_layer_removed)
+        self._connect(self.viewer.layers.selection.events.active, self._on_selection)
         self._connect(self.viewer.dims.events.point, self._show_frame)
         self._bind_keys(self.viewer)
         self.destroyed.connect(partial(_Hooks.teardown, self._hooks))
@@ -332,12 +334,9 @@ class RoiWidget(QWidget):
         """Find the store and the "LV ROI" layer, load the model and sync the layer."""
         from napari.layers import Shapes
 
-        layer = next((lay for lay in self.viewer.layers if lay.name == ROI_LAYER), None)
+        path, note = find_store(self.viewer, self._store)
+        layer = find_layer(self.viewer, ROI_LAYER, path) if path is not None else None
         layer = layer if isinstance(layer, Shapes) else None
-        if layer is not None and STORE_KEY in layer.metadata:
-            path, note = Path(layer.metadata[STORE_KEY]), None
-        else:
-            path, note = find_store(self.viewer)
         self._store = path
         if path is None:
             return self._show_unavailable(note, can_propose=False)
@@ -402,14 +401,22 @@ class RoiWidget(QWidget):
 
     def _on_layer_inserted(self, event) -> None:
         # An "LV ROI" layer to attach to, or a store opened later: say what it lacks.
-        if (self.layer is None and event.value.name in ATTACH_LAYERS and not self._attaching
-                and self._propose_worker is None):
+        if (self.layer is None and layer_role(event.value) in ATTACH_LAYERS
+                and not self._attaching and self._propose_worker is None):
             self._attach()
 
     def _on_layer_removed(self, event) -> None:
         if event.value is self.layer:
             self._detach()  # saves first
-        if self.layer is None and event.value.name in ATTACH_LAYERS:
+        if self.layer is None and layer_role(event.value) in ATTACH_LAYERS:
+            self._attach()
+
+    def _on_selection(self, event=None) -> None:
+        """A layer of another study was selected: review that study (this one is saved)."""
+        if self._attaching or self._propose_worker is not None:
+            return
+        if find_store(self.viewer, self._store)[0] != self._store:
+            self._detach()
             self._attach()
 
     # ---------------------------------------------------------------- layer -> model

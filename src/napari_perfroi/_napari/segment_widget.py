@@ -32,7 +32,14 @@ from qtpy.QtWidgets import (
 
 from ..errors import InputError
 from ..progress import Cancelled
-from .layers import DICOM_KEY, IMAGE_LAYER, LABELS_LAYER, STORE_KEY
+from .layers import (
+    DICOM_KEY,
+    IMAGE_LAYER,
+    LABELS_LAYER,
+    STORE_KEY,
+    find_layer,
+    study_image_layer,
+)
 from .scroll import scrolling_layout
 from .step_worker import (
     clear_step_progress,
@@ -48,17 +55,18 @@ OTHER_MODEL = "other file…"
 IMPORT_HINT = "press Import DICOM… in the Segment dock to make a study store of it"
 
 
-def find_store(viewer) -> tuple[Path | None, str]:
-    """The store path of the viewer's perfusion layer (None if it has none) and a note."""
-    layer = next((layer for layer in viewer.layers if layer.name == IMAGE_LAYER), None)
+def find_store(viewer, current: Path | None = None) -> tuple[Path | None, str]:
+    """The store the docks should show (None if none) and a note: the selected layer's
+    study, else ``current`` while it is open, else the first open study."""
+    layer = study_image_layer(viewer, current)
     if layer is None:
         return None, f"no '{IMAGE_LAYER}' layer: open a study store (*.zarr)"
     if STORE_KEY in layer.metadata:
         path = Path(layer.metadata[STORE_KEY])
         return path, f"study: {path.name}"
     if DICOM_KEY in layer.metadata:
-        return None, f"'{IMAGE_LAYER}' is a DICOM folder, not a study store: {IMPORT_HINT}"
-    return None, f"'{IMAGE_LAYER}' is not from a study store: open a study store (*.zarr)"
+        return None, f"'{layer.name}' is a DICOM folder, not a study store: {IMPORT_HINT}"
+    return None, f"'{layer.name}' is not from a study store: open a study store (*.zarr)"
 
 
 def held_out_change(metadata: dict) -> str:
@@ -96,11 +104,12 @@ def _name_store_item(item: QListWidgetItem) -> None:
     except InputError as exc:
         note = str(exc)
     item.setText(f"{path.name}: {note}")
+    item.setToolTip(f"{path}\n{note}")
 
 
 def find_dicom(viewer) -> Path | None:
-    """The DICOM folder or zip the viewer's perfusion layer shows, None if it shows none."""
-    layer = next((layer for layer in viewer.layers if layer.name == IMAGE_LAYER), None)
+    """The DICOM folder or zip the docks' image layer shows, None if it shows none."""
+    layer = study_image_layer(viewer)
     return None if layer is None or DICOM_KEY not in layer.metadata else Path(
         layer.metadata[DICOM_KEY])
 
@@ -172,7 +181,7 @@ class SegmentWidget(QWidget):
     """Dock widget: segment the LV and RV of the study in the viewer."""
 
     finished = Signal()  # a run ended: done, cancelled or failed
-    _progressed = Signal(str, int, int)  # step, done, total (emitted from the worker)
+    _progressed = Signal(str, float, int)  # step, done, total (emitted from the worker)
     _device_found = Signal(str)
 
     def __init__(self, napari_viewer):
@@ -208,7 +217,9 @@ class SegmentWidget(QWidget):
         self.finetune_stores = QListWidget()
         self.finetune_stores.setToolTip("Studies whose accepted series (circles accepted on "
                                         "every frame) the model learns from")
-        self.finetune_stores.setMaximumHeight(80)
+        self.finetune_stores.setMaximumHeight(100)
+        self.finetune_stores.setWordWrap(True)  # a long study name wraps, never cut off
+        self.finetune_stores.setResizeMode(QListWidget.ResizeMode.Adjust)
         self.add_stores_button = QPushButton("Add study…")
         self.remove_store_button = QPushButton("Remove")
         self.finetune_button = QPushButton("Fine-tune")
@@ -260,6 +271,7 @@ class SegmentWidget(QWidget):
         self._device_found.connect(self._show_device)
         self.viewer.layers.events.inserted.connect(self._refresh)
         self.viewer.layers.events.removed.connect(self._refresh)
+        self.viewer.layers.selection.events.active.connect(self._refresh)  # another study
         cancel = self._cancel  # not self: the slot must outlive the widget
         self.destroyed.connect(lambda *_: cancel.set())
         self._refresh()
@@ -312,9 +324,8 @@ class SegmentWidget(QWidget):
         from ..label_edits import save_label_edits
         from ..study import Study
 
-        layer = next((layer for layer in self.viewer.layers if layer.name == LABELS_LAYER), None)
-        if (self.worker is not None or layer is None
-                or layer.metadata.get(STORE_KEY) != str(self._store)):
+        layer = find_layer(self.viewer, LABELS_LAYER, self._store)
+        if self.worker is not None or layer is None:
             return None
         try:
             added = save_label_edits(Study.open(self._store, writable=True), np.asarray(layer.data))
@@ -394,7 +405,7 @@ class SegmentWidget(QWidget):
 
     def _refresh(self, event=None) -> None:
         previous = self._store
-        self._store, note = find_store(self.viewer)
+        self._store, note = find_store(self.viewer, previous)
         self.study_label.setText(note)
         if self._store != previous and self.worker is None:
             clear_step_progress(self.progress_bar, self.status)  # the last study's run
@@ -461,7 +472,7 @@ class SegmentWidget(QWidget):
         self.finetune_button.setEnabled(not running)
         self.model_box.setEnabled(not running)
 
-    def _show_progress(self, step: str, done: int, total: int) -> None:
+    def _show_progress(self, step: str, done: float, total: int) -> None:
         unit = {"fine-tune": "steps", "import": "files"}.get(step, "slices")
         show_step_progress(self.progress_bar, self.status, step, done, total, unit,
                            self._cancel.is_set())
@@ -516,9 +527,9 @@ class SegmentWidget(QWidget):
             self.viewer.layers.selection.active = active
 
     def _replace_or_add(self, layer_data, layer_type, add):
-        """The layer named in ``layer_data`` with its data replaced, or a new one."""
+        """The study's layer of ``layer_data`` with its data replaced, or a new one."""
         data, kwargs, _ = layer_data
-        layer = next((layer for layer in self.viewer.layers if layer.name == kwargs["name"]), None)
+        layer = find_layer(self.viewer, kwargs["name"], kwargs["metadata"][STORE_KEY])
         if not isinstance(layer, layer_type):
             return add(data, **kwargs)
         layer.data = data

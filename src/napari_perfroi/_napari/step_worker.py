@@ -9,6 +9,8 @@ from typing import Any
 from ..errors import InputError
 from ..progress import Cancelled
 
+BAR_STEPS_PER_UNIT = 100  # so that a unit under way (a slice) moves the bar
+
 
 def step_worker(function: Callable, *args, on_done: Callable, on_error: Callable,
                 on_finished: Callable) -> Any:
@@ -36,11 +38,12 @@ def clear_step_progress(progress_bar, status) -> None:
     status.setText("")
 
 
-def show_step_progress(progress_bar, status, step: str, done: int, total: int, unit: str,
+def show_step_progress(progress_bar, status, step: str, done: float, total: int, unit: str,
                        cancelling: bool) -> None:
-    progress_bar.setMaximum(max(total, 1))
-    progress_bar.setValue(done)
-    progress_bar.setFormat(f"{step} %v/%m {unit}")
+    """``done`` of ``total`` units; a fractional ``done`` (a slice under way) moves the bar."""
+    progress_bar.setMaximum(max(total, 1) * BAR_STEPS_PER_UNIT)
+    progress_bar.setValue(round(done * BAR_STEPS_PER_UNIT))
+    progress_bar.setFormat(f"{step} {int(done)}/{total} {unit}")
     if not cancelling:
         status.setText(f"running {step}…")
 

@@ -26,6 +26,7 @@ import numpy as np
 from .. import __version__
 from ..errors import InputError
 from ..label_edits import edited_frames
+from ..progress import within
 from ..study import LV_BLOOD, MYOCARDIUM
 from .model import LoadedModel, load_model
 from .postprocess import plausible_labels
@@ -81,7 +82,8 @@ def segment_series(
     """Labels (S, T, Y, X) of a series (S, T, Y, X) with its motion (S, T, 2) and times (S, T),
     and a confidence per frame (module docstring).
 
-    ``progress(done, total)`` is called per slice; it may raise to cancel.
+    ``progress(done, total)`` is called per slice and within one (fractional
+    ``done``); it may raise to cancel.
     """
     import torch
 
@@ -101,9 +103,14 @@ def segment_series(
     lv_found = []
     with torch.inference_mode():
         for s in range(n_slices):
+            part = within(progress, s, n_slices)
             inputs = slice_inputs(series[s], motion[s], times[s], grid)
+            if part is not None:
+                part(1 / 3)
             batch = torch.stack([inputs.flip(axes) for axes in views])
             logits = model.network(batch.to(model.device, memory_format=torch.channels_last))
+            if part is not None:
+                part(2 / 3)
             passes = torch.stack([
                 torch.softmax(logits[i].float().cpu(), dim=0).flip(axes)
                 for i, axes in enumerate(views)
