@@ -189,6 +189,7 @@ class _FileInfo:
     multiframe: bool  # an enhanced file: frames are referenced by number
     modality: str
     manufacturer: str
+    image_type: tuple[str, ...] = ()  # ImageType values, upper case
 
 
 @dataclass(eq=False)
@@ -296,6 +297,27 @@ def scan_series(
     involved) when the files do not form one consistent series.
     """
     src = Path(src)
+    frames, skipped = scan_frames(src, warn=warn)
+    main_frames, aif_frames = _split_aif(src, frames)
+    series = _build_series(src, main_frames, skipped, warn, frames)
+    if aif_frames:
+        aif = _build_series(src, aif_frames, skipped, warn, frames)
+        _attach_aif(src, series, aif, aif_frames[0].file.series_label)
+    return series
+
+
+def scan_frames(
+    src: str | os.PathLike, *, warn: Callable[[str], None] = _warn_stderr
+) -> tuple[list[_Frame], list[str]]:
+    """The headers of every frame of the readable DICOM images under ``src`` (one study,
+    each instance once), and the unreadable files skipped, as "name (reason)" (warned).
+
+    A frame has ``ref``, ``file`` (``series_uid``, ``series_label``, ``description``,
+    ``image_type``, ``study_uid``, ``frame_of_reference_uid``, ``name``), ``position``,
+    ``orientation``, ``thickness`` and ``intercept``; :func:`build_series` makes a series
+    of frames chosen among them.
+    """
+    src = Path(src)
     frames, skipped = _scan_frames(src)
     if not frames:
         raise DicomError(f"{src}: no readable DICOM images (skipped {_names(skipped)})")
@@ -303,12 +325,19 @@ def scan_series(
         warn(f"{src}: {_skipped_note(skipped)}")
     _check_one_study(src, frames)
     _check_unique_instances(src, frames)
-    main_frames, aif_frames = _split_aif(src, frames)
-    series = _build_series(src, main_frames, skipped, warn, frames)
-    if aif_frames:
-        aif = _build_series(src, aif_frames, skipped, warn, frames)
-        _attach_aif(src, series, aif, aif_frames[0].file.series_label)
-    return series
+    return frames, skipped
+
+
+def build_series(
+    src: str | os.PathLike,
+    frames: list[_Frame],
+    skipped: list[str],
+    *,
+    warn: Callable[[str], None] = _warn_stderr,
+) -> DicomSeries:
+    """One series of ``frames`` from :func:`scan_frames` (all of them: no AIF series is
+    set aside), checked, grouped into slices and ordered as :func:`scan_series` does."""
+    return _build_series(Path(src), frames, skipped, warn, frames)
 
 
 def import_dicom(
@@ -617,6 +646,7 @@ def _frames_of(ds, ref: FrameRef, name: str) -> list[_Frame]:
         multiframe="NumberOfFrames" in ds,
         modality=str(ds.get("Modality", "")),
         manufacturer=str(ds.get("Manufacturer", "")),
+        image_type=_upper_values(ds.get("ImageType")),
     )
     unsigned16 = int(ds.get("PixelRepresentation") or 0) == 0 and int(ds.BitsAllocated) <= 16
     per_frame = ds.get("PerFrameFunctionalGroupsSequence") or []
@@ -670,6 +700,14 @@ def _frames_of(ds, ref: FrameRef, name: str) -> list[_Frame]:
             )
         )
     return frames
+
+
+def _upper_values(value) -> tuple[str, ...]:
+    """The values of a (possibly single-valued) code string, upper case."""
+    if value is None:
+        return ()
+    values = [value] if isinstance(value, str) else list(value)
+    return tuple(str(v).strip().upper() for v in values)
 
 
 def _float(value, keyword: str) -> float | None:

@@ -45,6 +45,7 @@ from .errors import InputError
 
 SERIES_START = _dt.datetime(2024, 1, 1, 10, 0, 0)
 PATIENT_NAME = "PHANTOM^PERFUSION"
+PATIENT_ID = "PHANTOM"
 _FILE_NAME_HEX_DIGITS = 8
 _POSITION_TOLERANCE_MM = 1e-6  # the importer keeps positions to 1e-6 mm
 # Short-axis-like orientation: rows towards patient left (+ superior), columns
@@ -158,6 +159,13 @@ def series_datasets(
             )
             datasets.append((None, ds))
     return datasets
+
+
+def study_uids(image: np.ndarray, *, seed: int = 0) -> dict[str, str]:
+    """StudyInstanceUID and FrameOfReferenceUID that :func:`export_dicom` gives ``image``
+    exported with ``seed``: other series of the same patient and scan share them."""
+    uids = _UidSource(seed, np.asarray(image))
+    return {"study": uids.make("study"), "frame_of_reference": uids.make("frame-of-reference")}
 
 
 def _save(ds, path: Path) -> Path:
@@ -284,7 +292,7 @@ def _frame_dataset(
     ds.Modality = "MR"
     ds.Manufacturer = "napari-perfroi"
     ds.PatientName = PATIENT_NAME
-    ds.PatientID = "PHANTOM"
+    ds.PatientID = PATIENT_ID
     ds.PatientBirthDate = ""
     ds.PatientSex = "O"
     ds.StudyInstanceUID = series["study_uid"]

@@ -520,8 +520,27 @@ def _perturbed_unit_vector(rng, axis, max_angle_deg):
 
 
 # ----------------------------------------------------------------------------- generation
-def generate_phantom(seed: int, defect: str | None = None, **overrides) -> Phantom:
-    """Render the phantom of ``seed``; ``overrides`` replace :class:`PhantomParams` fields."""
+@dataclass
+class Heart:
+    """The patient of a seed before any image is rendered: what every series of the
+    same seed shares (perfusion, LGE).
+
+    ``timing`` is :func:`_timing`'s (frame times, breathing, scan generator);
+    ``detail`` is the fine-grained generator positioned after the slice anatomy,
+    where the perfusion rendering goes on drawing from it.
+    """
+
+    params: PhantomParams
+    levels: list[str]
+    orientation: _Orientation
+    timing: tuple[np.ndarray, tuple[np.ndarray, np.ndarray], np.random.Generator]
+    anatomies: list[_SliceAnatomy]
+    detail: np.random.Generator
+
+
+def heart_of_seed(seed: int, defect: str | None = None, **overrides) -> Heart:
+    """The parameters, slice levels, orientation and slice anatomy of ``seed``'s patient,
+    exactly as :func:`generate_phantom` draws them."""
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise InputError(f"phantom seed must be a non-negative integer, got {seed!r}")
     p = sample_params(np.random.default_rng(int(seed)), defect, **overrides)
@@ -541,7 +560,18 @@ def generate_phantom(seed: int, defect: str | None = None, **overrides) -> Phant
 
     levels = slice_levels_for(p.n_slices)
     orientation = _orientation(p)
-    times, (shift_mm, inspiration), scan = _timing(p, orientation, detail)
+    timing = _timing(p, orientation, detail)
+    anatomies = _slice_anatomy(p, levels, detail)
+    return Heart(p, levels, orientation, timing, anatomies, detail)
+
+
+def generate_phantom(seed: int, defect: str | None = None, **overrides) -> Phantom:
+    """Render the phantom of ``seed``; ``overrides`` replace :class:`PhantomParams` fields."""
+    heart = heart_of_seed(seed, defect, **overrides)
+    p, levels, orientation, slices, detail = (
+        heart.params, heart.levels, heart.orientation, heart.anatomies, heart.detail
+    )
+    times, (shift_mm, inspiration), scan = heart.timing
     # The AIF series is read in the same beats as the first slice read out.
     aif_times = times[p.acquisition_order.index(0)]
     all_curves = _concentration_curves(p, np.vstack([times, aif_times]))
@@ -551,7 +581,6 @@ def generate_phantom(seed: int, defect: str | None = None, **overrides) -> Phant
     scale = 1.0 + p.through_plane_scale * (
         inspiration - inspiration[np.arange(p.n_slices), reference][:, None]
     )
-    slices = _slice_anatomy(p, levels, detail)
     centres = _place_heart(p, slices, shift_mm, scale)
     ps = p.pixel_spacing_mm
     motion = np.stack([-shift_mm[..., 1], shift_mm[..., 0]], axis=-1) / ps  # (row, col) px
@@ -1327,8 +1356,32 @@ def _insertion_display_deg(p: PhantomParams, anatomy: _SliceAnatomy) -> tuple[fl
     return float(_display_angle(p, anterior)), float(_display_angle(p, inferior))
 
 
-def _render_heart(p, anatomy, u, v, tables, k):
-    """Heart signal, fraction outside the heart and labels on canonical coordinates (T, h, w)."""
+@dataclass
+class _HeartFractions:
+    """Tissue fractions of the heart on canonical coordinates, with the geometry they
+    come from: radius and LV boundaries (mm), display angle and AHA segment per pixel."""
+
+    cavity: np.ndarray  # LV cavity, papillary muscles included
+    myocardium: np.ndarray
+    rv_cavity: np.ndarray
+    rv_wall: np.ndarray
+    fat: np.ndarray  # epicardial and groove fat
+    outside: np.ndarray  # beyond the heart and its fat
+    papillary: list[tuple[np.ndarray, int]]  # (fraction, segment it stands in)
+    rho: np.ndarray
+    endocardium: np.ndarray
+    epicardium: np.ndarray
+    theta: np.ndarray  # display angle, degrees
+    segment: np.ndarray
+
+    @property
+    def labels(self) -> np.ndarray:
+        background = self.outside + self.rv_wall + self.fat
+        stacked = np.stack([background, self.cavity, self.myocardium, self.rv_cavity])
+        return np.argmax(stacked, axis=0).astype(np.uint8)
+
+
+def _heart_fractions(p, anatomy, u, v) -> _HeartFractions:
     ps = p.pixel_spacing_mm
     rho = np.hypot(u, v)
     z = ((u + 1j * v) / np.maximum(rho, 1e-6)).astype(np.complex64)
@@ -1339,37 +1392,52 @@ def _render_heart(p, anatomy, u, v, tables, k):
     in_rv_cavity = anatomy.rv_cavity.fraction(u, v, ps)
     in_rv_outer = anatomy.rv_outer.fraction(u, v, ps)
     cavity = 1.0 - beyond_endo
-    myocardium = beyond_endo - beyond_epi
-    rv_cavity = beyond_epi * in_rv_cavity
-    rv_wall = beyond_epi * (in_rv_outer - in_rv_cavity)
     outside = beyond_fat * (1.0 - anatomy.rv_fat.fraction(u, v, ps))
-    fat = 1.0 - outside - (1.0 - beyond_epi) - beyond_epi * in_rv_outer
 
     anterior, inferior = _insertion_display_deg(p, anatomy)
     septal = aha.septal_bisector_deg(anterior, inferior)
     direction = aha.numbering_direction(anterior, septal)
     theta = _display_angle(p, np.degrees(np.angle(z)))
-    segment = aha.segment_of_angle(theta, septal, anatomy.level, direction)
-    frame = np.arange(u.shape[0])[:, None, None]
-    segment_signal = tables["segments"][k][segment.astype(np.intp) - 1, frame]
-
-    lv_signal = tables["lv"][k][:, None, None]
-    heart = (
-        cavity * lv_signal
-        + myocardium * segment_signal
-        + rv_cavity * tables["rv"][k][:, None, None]
-        + rv_wall * tables["rv_wall"][k][:, None, None]
-        + fat * tables["fat"][k][:, None, None]
-    )
-    for pu, pv, radius in anatomy.papillary:  # perfused like the segment they stand in
+    papillary = []
+    for pu, pv, radius in anatomy.papillary:
         inside = np.clip(0.5 + (radius - np.hypot(u - pu, v - pv)) / ps, 0.0, 1.0) * cavity
         anchor = aha.segment_of_angle(
             _display_angle(p, math.degrees(math.atan2(pv, pu))), septal, anatomy.level, direction
         )
-        heart += inside * (tables["segments"][k][int(anchor) - 1][:, None, None] - lv_signal)
-    background = outside + rv_wall + fat
-    labels = np.argmax(np.stack([background, cavity, myocardium, rv_cavity]), axis=0)
-    return heart, outside, labels.astype(np.uint8)
+        papillary.append((inside, int(anchor)))
+    return _HeartFractions(
+        cavity=cavity,
+        myocardium=beyond_endo - beyond_epi,
+        rv_cavity=beyond_epi * in_rv_cavity,
+        rv_wall=beyond_epi * (in_rv_outer - in_rv_cavity),
+        fat=1.0 - outside - (1.0 - beyond_epi) - beyond_epi * in_rv_outer,
+        outside=outside,
+        papillary=papillary,
+        rho=rho,
+        endocardium=endocardium,
+        epicardium=epicardium,
+        theta=theta,
+        segment=aha.segment_of_angle(theta, septal, anatomy.level, direction),
+    )
+
+
+def _render_heart(p, anatomy, u, v, tables, k):
+    """Heart signal, fraction outside the heart and labels on canonical coordinates (T, h, w)."""
+    f = _heart_fractions(p, anatomy, u, v)
+    frame = np.arange(u.shape[0])[:, None, None]
+    segment_signal = tables["segments"][k][f.segment.astype(np.intp) - 1, frame]
+
+    lv_signal = tables["lv"][k][:, None, None]
+    heart = (
+        f.cavity * lv_signal
+        + f.myocardium * segment_signal
+        + f.rv_cavity * tables["rv"][k][:, None, None]
+        + f.rv_wall * tables["rv_wall"][k][:, None, None]
+        + f.fat * tables["fat"][k][:, None, None]
+    )
+    for inside, anchor in f.papillary:  # perfused like the segment they stand in
+        heart += inside * (tables["segments"][k][anchor - 1][:, None, None] - lv_signal)
+    return heart, f.outside, f.labels
 
 
 def _render_slice(p, anatomy, centre, motion, shift_mm, scale, signal, k, rng):

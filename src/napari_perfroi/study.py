@@ -79,6 +79,9 @@ ROI_STATES = {0: "none", 1: "proposed", 2: "edited", 3: "propagated", 4: "accept
 BACKGROUND, LV_BLOOD, MYOCARDIUM, RV_BLOOD = 0, 1, 2, 3
 _STAGING_PREFIX = ".staging-"
 _RETIRED_PREFIX = ".retired-"
+# Group holding the LGE study of the same patient: a store of its own (lge/store.py),
+# neither listed nor checked with the perfusion arrays.
+LGE_GROUP = "lge"
 # Label image under the NGFF ``labels`` group, and what its values mean (colours as the
 # napari layer shows them).
 LABEL_IMAGE = "segmentation"
@@ -409,7 +412,10 @@ class Study:
         for folder, subfolders, files in os.walk(self.path):
             # Staging and retired copies (dot names) may appear and vanish meanwhile.
             subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
-            if folder == str(self.path) or "zarr.json" not in files:
+            if folder == str(self.path):
+                subfolders[:] = [d for d in subfolders if d != LGE_GROUP]
+                continue
+            if "zarr.json" not in files:
                 continue
             try:
                 node_type = _read_json(Path(folder) / "zarr.json").get("node_type")

@@ -1,0 +1,1 @@
+"""Late gadolinium enhancement (LGE): viability beside perfusion."""
