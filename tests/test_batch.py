@@ -166,3 +166,43 @@ def test_batch_usage_errors(args, capsys):
         main(["batch", *args])
     assert exit_info.value.code == 2
     assert "usage: perfroi batch" in capsys.readouterr().err
+
+
+def test_batch_with_lge_stacks_reports_viability(tmp_path, capsys):
+    """Each study's LGE stack is imported, analysed and reported with it; a stack of
+    another patient leaves the perfusion results and says why."""
+    from napari_perfroi.lge.phantom import generate_lge_phantom, write_lge_dicom
+
+    root = tmp_path / "inputs"
+    for seed, name in ((22, "a"), (23, "b")):
+        study = write_phantom(tmp_path / "scratch" / f"{name}.zarr", seed=seed, defect="lad",
+                              n_dynamics=DYNAMICS)
+        export_study(study, root / name, seed=seed)  # the export a scanner's LGE matches
+    scar = {"scar_pattern": "transmural", "transmurality": 0.8, "lge_kind": "psir",
+            "scar_segments": [1, 2, 7, 8, 13, 14]}
+    write_lge_dicom(generate_lge_phantom(22, "lad", "lad", n_dynamics=DYNAMICS, **scar),
+                    root / "a-lge")
+    (root / "lge.csv").write_text("perfusion,lge\na,a-lge\nb,a-lge\n")
+    before = _hashes(root)
+    out = tmp_path / "out"
+
+    assert _batch(capsys, str(root / "a"), str(root / "b"), "--out", str(out),
+                  "--lge", str(root / "lge.csv")) == "2 done, 0 skipped, 0 failed"
+    rows = _summary(out)
+    assert rows["a"]["lge_source"] == str(root / "a-lge")
+    assert float(rows["a"]["scar_percent"]) > 5.0
+    assert rows["a"]["verdict_lad"] in ("infarct", "infarct with peri-infarct ischaemia")
+    assert {rows["a"]["verdict_rca"], rows["a"]["verdict_lcx"]} <= {"normal", "ischaemia"}
+    assert (out / "reports" / "a" / "viability.json").is_file()
+    assert rows["b"]["status"] == "done" and rows["b"]["scar_percent"] == ""
+    assert "LGE not analysed" in rows["b"]["qa"] and "another" in rows["b"]["qa"]
+    assert not (out / "studies" / "b.zarr" / "lge").exists()
+    assert _hashes(root) == before
+
+    assert _batch(capsys, str(root / "a"), str(root / "b"), "--out", str(out),
+                  "--lge", str(root / "lge.csv")) == "1 done, 1 skipped, 0 failed"
+
+    (root / "bad.csv").write_text("perfusion,lge\na,missing-lge\n")
+    assert main(["batch", str(root / "a"), "--out", str(out), "--lge",
+                 str(root / "bad.csv")]) == 2
+    assert "missing-lge" in capsys.readouterr().err

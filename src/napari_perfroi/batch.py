@@ -14,6 +14,11 @@ the same file system). :func:`run_batch` writes ``OUT/summary.csv``.
 Stress and rest studies of one patient can be paired (:func:`read_pairs`):
 once both are analysed, a task per pair writes the perfusion reserve files
 into the stress study's report folder and its summary row gains the reserve.
+A study's LGE stack can be given beside it (:func:`read_lge_sources`): the
+study's task imports it into the store's ``lge`` group, runs the LGE steps and
+writes the viability files with the report; its summary row gains the scar
+burden and the verdict of each territory. An LGE stack that cannot be used
+leaves the perfusion results and says why in the QA flags.
 """
 
 from __future__ import annotations
@@ -40,9 +45,13 @@ SEGMENT_COLUMNS = tuple(f"segment_{n}" for n in range(1, 17))
 TERRITORY_RESERVE_COLUMNS = tuple(f"reserve_{name}" for name in TERRITORIES)
 # Filled on a stress study's row when it is paired with a rest study.
 RESERVE_COLUMNS = ("rest_study", "reserve_index", "global_reserve", *TERRITORY_RESERVE_COLUMNS)
+VERDICT_COLUMNS = tuple(f"verdict_{name}" for name in TERRITORIES)
+# Filled when the study has an LGE stack.
+VIABILITY_COLUMNS = ("lge_source", "scar_percent", *VERDICT_COLUMNS)
 SUMMARY_COLUMNS = (
     "study", "source", "status", "flow_model", "global_mbf", *SEGMENT_COLUMNS,
-    "lowest_territory", *RESERVE_COLUMNS, "aif_source", "qa", "seconds", "error",
+    "lowest_territory", *RESERVE_COLUMNS, *VIABILITY_COLUMNS, "aif_source", "qa", "seconds",
+    "error",
 )
 # Median relative residual of the pixel-wise fits above which a study is flagged.
 LOW_FIT_QUALITY = 0.25
@@ -76,6 +85,9 @@ class StudyRecord:
     reserve_index: str | None = None
     global_reserve: float | None = None
     territory_reserve: dict[str, float | None] = field(default_factory=dict)
+    lge_source: str | None = None
+    scar_percent: float | None = None
+    verdicts: dict[str, str] = field(default_factory=dict)
     aif_source: str | None = None
     qa: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -86,8 +98,10 @@ class StudyRecord:
         values = asdict(self)
         segments = dict(zip(SEGMENT_COLUMNS, values.pop("segment_mbf")))
         territories = values.pop("territory_reserve")
+        verdicts = values.pop("verdicts")
         values.update(segments, qa="; ".join(self.qa), seconds=round(self.seconds, 2))
         values.update({f"reserve_{name}": territories.get(name) for name in TERRITORIES})
+        values.update({f"verdict_{name}": verdicts.get(name) for name in TERRITORIES})
         return {column: values[column] for column in SUMMARY_COLUMNS}
 
 
@@ -169,6 +183,32 @@ def read_pairs(path: Path, jobs: list[BatchJob]) -> dict[str, str]:
     return pairs
 
 
+def read_lge_sources(path: Path, jobs: list[BatchJob]) -> dict[str, Path]:
+    """Study name -> its LGE stack (DICOM folder or zip), from a CSV file with the columns
+    ``perfusion`` (one of the jobs' sources) and ``lge`` (relative paths are from the file's
+    folder). Raises :class:`InputError` for a missing file, column or LGE stack, an unknown
+    perfusion source or a study given twice."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such LGE file") from None
+    reader = csv.DictReader(io.StringIO(text))
+    if not {"perfusion", "lge"} <= set(reader.fieldnames or []):
+        raise InputError(f"{path}: an LGE file needs the columns perfusion and lge")
+    names = {job.source.resolve(): job.name for job in jobs}
+    sources: dict[str, Path] = {}
+    for row in reader:
+        where = f"{path}, line {reader.line_num}"
+        study = _paired_job(row["perfusion"], path.parent, names, where)
+        lge = path.parent / Path((row["lge"] or "").strip()).expanduser()
+        if not (row["lge"] or "").strip() or not lge.exists():
+            raise InputError(f"{where}: LGE stack {(row['lge'] or '').strip()!r} not found")
+        if study in sources:
+            raise InputError(f"{where}: {row['perfusion']} already has an LGE stack")
+        sources[study] = lge.resolve()
+    return sources
+
+
 def _paired_job(text: str | None, folder: Path, names: dict[Path, str], where: str) -> str:
     """The job name of the source ``text`` names in a pairs file."""
     if not (text or "").strip():
@@ -199,24 +239,25 @@ def default_workers() -> int:
 # ---------------------------------------------------------------- the task
 def process_study(job: BatchJob, out_dir: str, force: bool = False,
                   weights: Path | None = None, flow_model: str = "fermi",
-                  export_dicom: bool = False) -> StudyRecord:
+                  export_dicom: bool = False, lge_source: Path | None = None) -> StudyRecord:
     """Import, analyse (segmenting with ``weights``, default the shipped model, and fitting
     flow with ``flow_model``) and report one study (``export_dicom``: and export its
-    results as DICOM); never raises for a bad study.
+    results as DICOM; ``lge_source``: with its LGE stack); never raises for a bad study.
 
     Skips a study whose report (and DICOM export) and analysed store already exist
     unless ``force``. On failure the study's outputs are removed and the record says why.
     """
     started = time.perf_counter()
     store, report_dir = output_paths(Path(out_dir), job.name)
-    record = StudyRecord(job.name, str(job.source), STATUS_DONE)
+    record = StudyRecord(job.name, str(job.source), STATUS_DONE,
+                         lge_source=None if lge_source is None else str(lge_source))
     try:
-        if not force and _is_complete(store, report_dir, export_dicom):
+        if not force and _is_complete(store, report_dir, export_dicom, lge_source is not None):
             record.status = STATUS_SKIPPED
             _fill_record(record, store, [])
         else:
             import_warnings = _analyse(job.source, store, report_dir, weights, flow_model,
-                                       export_dicom)
+                                       export_dicom, lge_source)
             _fill_record(record, store, import_warnings)
     except Exception as exc:  # noqa: BLE001 - one bad study must not stop the batch
         record = failed_record(job, Path(out_dir), exc)
@@ -242,10 +283,13 @@ def error_line(exc: BaseException) -> str:
     return " ".join(text.split())
 
 
-def _is_complete(store: Path, report_dir: Path, export_dicom: bool = False) -> bool:
+def _is_complete(store: Path, report_dir: Path, export_dicom: bool = False,
+                 with_lge: bool = False) -> bool:
     from .study import Study, StoreError
 
     if not (report_dir / "report.json").is_file():
+        return False
+    if with_lge and not (report_dir / "viability.json").is_file():
         return False
     if export_dicom and not (report_dir / DICOM_FOLDER).is_dir():
         return False
@@ -257,11 +301,13 @@ def _is_complete(store: Path, report_dir: Path, export_dicom: bool = False) -> b
 
 
 def _analyse(source: Path, store: Path, report_dir: Path, weights: Path | None,
-             flow_model: str, export_dicom: bool = False) -> list[str]:
+             flow_model: str, export_dicom: bool = False,
+             lge_source: Path | None = None) -> list[str]:
     """Import or copy ``source`` to ``store``, run every step, write the report (and, with
-    ``export_dicom``, the DICOM results, identified from a DICOM ``source``).
+    ``export_dicom``, the DICOM results, identified from a DICOM ``source``; with
+    ``lge_source``, the LGE steps and the viability files).
 
-    Returns the importer's warnings (e.g. skipped files).
+    Returns the importers' warnings (e.g. skipped files, an LGE stack refused).
     """
     import dask
 
@@ -281,11 +327,28 @@ def _analyse(source: Path, store: Path, report_dir: Path, weights: Path | None,
     with dask.config.set(scheduler="synchronous"):
         for step in with_prerequisites(study, list(STEPS)):
             run_step(study, step, model=weights, flow_model=flow_model)
+        if lge_source is not None:
+            import_warnings += _analyse_lge(lge_source, study)
         write_report(study, report_dir)
         if export_dicom:
             export_results(study, report_dir / DICOM_FOLDER,
                            source=None if _is_store(source) else source)
     return import_warnings
+
+
+def _analyse_lge(source: Path, study) -> list[str]:
+    """Import the LGE stack ``source`` into ``study`` and run the LGE steps; the import's
+    warnings, or the one line saying why the stack was not used."""
+    from .lge.dicom_import import import_lge_dicom
+    from .lge.pipeline import run_lge_steps
+
+    warnings: list[str] = []
+    try:
+        import_lge_dicom(source, study.path, overwrite=True, warn=warnings.append)
+        run_lge_steps(study)
+    except InputError as exc:
+        return [*warnings, f"LGE not analysed: {error_line(exc)}"]
+    return [f"LGE: {text}" for text in warnings]
 
 
 def _is_store(source: Path) -> bool:
@@ -323,7 +386,9 @@ def _limit_threads() -> None:
 
 
 def _fill_record(record: StudyRecord, store: Path, import_warnings: list[str]) -> None:
-    """Copy the flow results and the QA flags of an analysed store into ``record``."""
+    """Copy the flow results, the viability and the QA flags of an analysed store into
+    ``record``."""
+    from .lge.report import viability_document
     from .report import flow_report
     from .study import Study
 
@@ -335,6 +400,11 @@ def _fill_record(record: StudyRecord, store: Path, import_warnings: list[str]) -
     record.lowest_territory = report.get("lowest_territory")
     record.aif_source = report.get("aif_source")
     record.qa = quality_flags(study, report, import_warnings)
+    viability = viability_document(study)
+    if viability is not None:
+        record.scar_percent = _rounded(viability["global_scar_percent"])
+        record.verdicts = dict(viability["territories"])
+        record.qa += [f"LGE: {line}" for line in viability["qa"]]
 
 
 def add_reserve(stress: StudyRecord, rest: StudyRecord, out_dir: str) -> StudyRecord:
@@ -429,11 +499,12 @@ def run_batch(
     flow_model: str = "fermi",
     pairs: dict[str, str] | None = None,
     export_dicom: bool = False,
+    lge_sources: dict[str, Path] | None = None,
     log: Callable[[str], None] = print,
 ) -> list[StudyRecord]:
     """Process every job on ``client``'s workers with a progress bar (``export_dicom``:
-    with the DICOM results), then the reserve of each stress -> rest study name in
-    ``pairs``; write ``summary.csv``.
+    with the DICOM results; ``lge_sources``: study name -> its LGE stack), then the
+    reserve of each stress -> rest study name in ``pairs``; write ``summary.csv``.
 
     Returns the records in job order.
     """
@@ -445,7 +516,7 @@ def run_batch(
     log(f"dashboard: {client.dashboard_link}")
     futures = {
         client.submit(process_study, job, str(out_dir), force, weights, flow_model, export_dicom,
-                      pure=False): job
+                      (lge_sources or {}).get(job.name), pure=False): job
         for job in jobs
     }
     records: dict[str, StudyRecord] = {}

@@ -30,9 +30,46 @@ def _cmd_phantom(args: argparse.Namespace) -> None:
     chosen = {"acquisition": args.acquisition, "state": args.state,
               "tissue_model": args.tissue_model, "readout": args.readout}
     overrides.update({name: value for name, value in chosen.items() if value is not None})
+    lge_overrides = dict(_phantom_setting(text) for text in args.lge_set)
+    if (lge_overrides or args.scar) and not args.lge:
+        raise InputError("--scar and --lge-set describe the LGE phantom: add --lge")
     study = write_phantom(args.dest, args.seed, defect=args.defect, overwrite=args.overwrite,
                           **overrides)
     print(study_summary(study))
+    if args.lge:
+        from .lge.phantom import write_lge_phantom
+
+        lge = write_lge_phantom(study, args.scar, **lge_overrides)
+        truth = lge.attrs["truth"]
+        print(f"LGE ({lge.attrs['lge_kind']}) {lge.shape[0]} slice(s): scar "
+              f"{truth['scar_pattern']} in {truth['scar_territory'] or 'no territory'}")
+
+
+def _cmd_lge_import(args: argparse.Namespace) -> None:
+    from .lge.dicom_import import import_lge_dicom
+
+    with TqdmProgress("lge-import", unit="file") as progress:
+        lge = import_lge_dicom(args.src, args.store, overwrite=args.overwrite, progress=progress)
+    attrs = lge.attrs
+    at = [s for s in attrs["perfusion_slice"] if s is not None]
+    print(f"{args.store}: LGE ({attrs['lge_kind']}) {lge.shape[0]} slice(s) "
+          f"{lge.shape[1]}x{lge.shape[2]}, {len(at)} at a perfusion slice")
+
+
+def _cmd_lge_analyze(args: argparse.Namespace) -> None:
+    from .lge.pipeline import LGE_STEPS, run_lge_steps
+    from .study import Study
+
+    steps = [name.strip() for name in args.steps.split(",") if name.strip()] or list(LGE_STEPS)
+    study = Study.open(args.store, writable=True)
+    run_lge_steps(study, steps, log=print, model=args.weights, method=args.scar_method,
+                  n_sd=args.n_sd)
+
+
+def _cmd_train_lge(args: argparse.Namespace) -> None:
+    from .lge.train import run_command
+
+    run_command(args)
 
 
 def _phantom_setting(text: str) -> tuple[str, object]:
@@ -146,7 +183,7 @@ def _cmd_export_dicom(args: argparse.Namespace) -> None:
 
     with TqdmProgress("export", unit="dynamic") as progress:
         written = export_results(Study.open(args.store), args.out, source=args.source,
-                                 progress=progress)
+                                 progress=progress, lge_source=args.lge_source)
     out = Path(args.out)
     counts: dict[str, int] = {}
     for path in written:
@@ -183,7 +220,8 @@ def _cmd_demo(args: argparse.Namespace) -> None:
 
 
 def _cmd_batch(args: argparse.Namespace) -> None:
-    from .batch import count_line, expand_sources, open_client, plan_jobs, read_pairs, run_batch
+    from .batch import (count_line, expand_sources, open_client, plan_jobs, read_lge_sources,
+                        read_pairs, run_batch)
 
     out_dir = Path(args.out)
     weights = None
@@ -193,9 +231,11 @@ def _cmd_batch(args: argparse.Namespace) -> None:
             raise InputError(f"{args.weights}: model weights not found")
     jobs = plan_jobs(expand_sources(args.src), out_dir)
     pairs = {} if args.pairs is None else read_pairs(Path(args.pairs), jobs)
+    lge_sources = {} if args.lge is None else read_lge_sources(Path(args.lge), jobs)
     with open_client(workers=args.workers, scheduler=args.scheduler) as client:
         records = run_batch(jobs, out_dir, client, force=args.force, weights=weights,
-                            flow_model=args.model, pairs=pairs, export_dicom=args.export_dicom)
+                            flow_model=args.model, pairs=pairs, export_dicom=args.export_dicom,
+                            lge_sources=lge_sources)
     print(f"wrote {out_dir / 'summary.csv'}")
     print(count_line(records))
 
@@ -246,8 +286,50 @@ def build_parser() -> argparse.ArgumentParser:
     cmd.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                      help="override a phantom parameter, e.g. --set hematocrit=0.35 "
                           "--set tissue_model=2cxm --set n_pd_frames=0 (repeatable)")
+    cmd.add_argument("--lge", action="store_true",
+                     help="add the same heart's LGE stack (scar with known truth) as the "
+                          "store's lge group")
+    cmd.add_argument("--scar", choices=("lad", "rca", "lcx", "none"), default=None,
+                     help="with --lge: territory of the scar (default: chosen by the seed)")
+    cmd.add_argument("--lge-set", action="append", default=[], metavar="NAME=VALUE",
+                     help="with --lge: override an LGE phantom parameter, e.g. "
+                          "--lge-set inversion_time_ms=250 --lge-set lge_kind=psir")
     cmd.add_argument("--overwrite", action="store_true", help="replace DEST if it exists")
     cmd.set_defaults(run=_cmd_phantom)
+
+    cmd = commands.add_parser(
+        "lge-import", help="add an LGE stack (DICOM folder or zip) to a perfusion study store",
+        description="Import a single-phase short-axis LGE stack (magnitude or PSIR) of the "
+        "perfusion study's patient into STORE/lge; each LGE slice is matched to the perfusion "
+        "slice at its position. Another patient or study, another orientation or no slice at a "
+        "perfusion position is refused and nothing is written.")
+    cmd.add_argument("src", help="folder (searched recursively) or .zip of DICOM files")
+    cmd.add_argument("store", help="the perfusion study store (STORE.zarr)")
+    cmd.add_argument("--overwrite", action="store_true",
+                     help="replace the LGE study the store already has")
+    cmd.set_defaults(run=_cmd_lge_import)
+
+    cmd = commands.add_parser(
+        "lge-analyze", help="LGE myocardium, AHA sectors, scar and the viability verdicts",
+        description="Run the LGE steps on STORE/lge: lge-segment, lge-aha, lge-scar, viability "
+        "(a step whose input is missing runs the step that makes it). Slices whose labels or "
+        "scar were edited by hand are kept. The viability step needs the perfusion study's flow "
+        "report for its verdicts (perfroi analyze); perfroi report then writes viability.csv, "
+        "viability.json, viability_bullseye.png and a second PDF page.")
+    cmd.add_argument("store", help="the perfusion study store with an LGE study")
+    cmd.add_argument("--steps", default=",".join(("lge-segment", "lge-aha", "lge-scar",
+                                                  "viability")),
+                     help="comma-separated LGE steps (default: all)")
+    cmd.add_argument("--scar-method", choices=("slice", "stack", "pixel", "nsd", "fwhm"),
+                     default=None,
+                     help="scar: U-Net trained with slice-level (default), study-level or "
+                          "pixel labels; nsd: n SD over remote myocardium; fwhm: half the "
+                          "maximum of the enhanced region")
+    cmd.add_argument("--n-sd", type=float, default=None,
+                     help="with --scar-method nsd: SDs over the remote mean (default 5)")
+    cmd.add_argument("--weights", default=None,
+                     help="myocardium model weights (.safetensors; default: the shipped one)")
+    cmd.set_defaults(run=_cmd_lge_analyze)
 
     cmd = commands.add_parser("analyze", help="run analysis steps on a study store")
     cmd.add_argument("store", help="study store (STORE.zarr)")
@@ -306,8 +388,10 @@ def build_parser() -> argparse.ArgumentParser:
         "the labels (Segmentation, one instance per dynamic, in DIR/labels/), the AHA segments "
         "(aha.dcm, Segmentation), each map present (mbf.dcm, ...: Parametric Map, no value "
         "stored as -1) and the flow report (report.dcm, Encapsulated PDF). A study not "
-        "imported from DICOM (a phantom) gets its MR series in DIR/images/ too. DIR is "
-        "replaced whole if it holds an earlier export.",
+        "imported from DICOM (a phantom) gets its MR series in DIR/images/ too. An analysed "
+        "LGE study adds DIR/lge/: myocardium and scar (scar.dcm) and AHA segments (aha.dcm) "
+        "as Segmentations of the LGE images (written in DIR/lge/images/ for a phantom). DIR "
+        "is replaced whole if it holds an earlier export.",
     )
     cmd.add_argument("store", help="study store (STORE.zarr)")
     cmd.add_argument("--out", required=True, metavar="DIR", help="folder for the DICOM files")
@@ -315,6 +399,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="the original DICOM folder or zip the study was imported from: the "
                           "patient and study identification (name, ID, accession number) are "
                           "copied from it (the store keeps none; without SRC they are empty)")
+    cmd.add_argument("--lge-source", default=None, metavar="SRC",
+                     help="the original LGE DICOM folder or zip the LGE stack was imported "
+                          "from, for its identification likewise (without it, the perfusion "
+                          "study's when both are one study)")
     cmd.set_defaults(run=_cmd_export_dicom)
 
     cmd = commands.add_parser(
@@ -369,6 +457,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="stress and rest studies of one patient: a CSV file with the columns "
                           "stress and rest, one pair a row, each a SRC of this batch (relative "
                           "paths are from the file's folder)")
+    cmd.add_argument("--lge", default=None, metavar="FILE.csv",
+                     help="LGE stacks: a CSV file with the columns perfusion (a SRC of this "
+                          "batch) and lge (its LGE DICOM folder or zip), one study a row; each "
+                          "is imported, analysed and reported with its study (viability files, "
+                          "scar and verdict columns)")
     cmd.add_argument("--export-dicom", action="store_true",
                      help="also export each study's results as DICOM (as export-dicom, "
                           "identified from its DICOM source) into DIR/reports/NAME/dicom/")
@@ -406,6 +499,14 @@ def build_parser() -> argparse.ArgumentParser:
     cmd.add_argument("--device", default=defaults.device,
                      help="training: auto (a GPU where there is one), cpu, cuda, mps")
     cmd.set_defaults(run=_cmd_train)
+
+    cmd = commands.add_parser(
+        "train-lge", help="train an LGE model (myocardium, or scar from pixel, slice or study "
+                          "labels) on LGE phantoms")
+    from .lge.train import add_arguments
+
+    add_arguments(cmd)
+    cmd.set_defaults(run=_cmd_train_lge)
 
     cmd = commands.add_parser("info", help="print a summary of a study store")
     cmd.add_argument("store", help="study store (STORE.zarr)")

@@ -19,6 +19,9 @@
     Encapsulated PDF: the flow report on one page.
 ``images/``
     Only for a study not imported from DICOM: the MR series the results refer to.
+``lge/``
+    When the store holds an analysed LGE study: its segmentations (myocardium and
+    scar, AHA segments) on the LGE images, see :mod:`napari_perfroi.lge.dicom_export`.
 
 A study whose images came from several series (one per slice) gets one object per
 series, ``-N`` added to its name. Every object is in the study of the images; see
@@ -66,25 +69,29 @@ MAP_UNITS = {
 }
 MAPS = ("mbf", "mbf_fit_error", *TWO_COMPARTMENT_MAPS, *SEMIQUANTITATIVE_MAPS)
 MBF_WINDOW = (0.0, 6.0)  # mL/min/g, the bullseye's scale
-SERIES_NUMBERS = {"labels": 901, "aha": 902, "report": 903,
+SERIES_NUMBERS = {"labels": 901, "aha": 902, "report": 903, "lge": 930, "lge_aha": 931,
                   **{name: 910 + i for i, name in enumerate(MAPS)}}
 _STAGING_PREFIX = ".staging-"
 
 
 def export_results(study, out_dir: str | os.PathLike, source: str | os.PathLike | None = None,
-                   progress: Callable[[int, int], None] | None = None) -> list[Path]:
+                   progress: Callable[[int, int], None] | None = None,
+                   lge_source: str | os.PathLike | None = None) -> list[Path]:
     """Write the study's results as DICOM into ``out_dir`` (see the module docstring).
 
-    ``source`` is the original DICOM folder or zip, for the patient identification.
+    ``source`` is the original DICOM folder or zip, for the patient identification;
+    ``lge_source`` likewise for the LGE stack.
     ``out_dir`` must be absent, empty or an earlier export (only ``.dcm`` files),
     which is replaced whole. ``progress(done, total)`` counts the labels' dynamics.
     Returns the files written.
     """
     from .dicom_sources import source_images
+    from .lge.dicom_export import lge_results
 
     out_dir = Path(out_dir)
     check_output_folder(out_dir)
     sources = source_images(study, source)
+    lge = lge_results(study, sources, lge_source)  # before the labels: refusals come first
     results = []
     if study.has("labels"):
         results += [(f"labels/{name}", seg) for name, seg in labels_segmentations(
@@ -96,6 +103,7 @@ def export_results(study, out_dir: str | os.PathLike, source: str | os.PathLike 
     if pdf is not None:
         reference = sources.reference_datasets(study.attrs["reference_frame"])
         results.append(("report.dcm", encapsulated_pdf(pdf, reference)))
+    results += lge
     if not results:
         raise InputError(f"{study.path}: no results to export yet (labels, maps or report); "
                          f"run `perfroi analyze {study.path}` first")

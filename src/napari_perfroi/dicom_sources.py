@@ -71,8 +71,9 @@ def source_images(study, source: str | os.PathLike | None = None) -> SourceImage
     _check_referable(study, attrs, references)
     identity = {} if source is None else _identity(study, references, source)
     n_slices, n_frames = study.shape[:2]
-    datasets = [[_header(study, attrs, references, identity, s, t) for t in range(n_frames)]
-                for s in range(n_slices)]
+    datasets = [[image_header(attrs, references, identity, s,
+                              references["sop_instance_uid"][s][t], study.shape[2:])
+                 for t in range(n_frames)] for s in range(n_slices)]
     return SourceImages(references, datasets)
 
 
@@ -141,8 +142,11 @@ def _identity(study, references: dict[str, Any], source) -> dict[str, Any]:
     return {keyword: header[keyword] for keyword in IDENTITY_KEYWORDS if keyword in header}
 
 
-def _header(study, attrs, references, identity, s: int, t: int):
-    """A header-only MR dataset for frame ``t`` of slice ``s``."""
+def image_header(attrs, references, identity, s: int, sop_instance_uid: str,
+                 rows_cols: tuple[int, int]):
+    """A header-only MR dataset of image ``sop_instance_uid`` of slice ``s``: geometry from
+    the store ``attrs`` (perfusion or LGE), UIDs from ``references`` (per slice), patient
+    and study identification from ``identity`` (empty when unknown)."""
     from pydicom.dataset import Dataset
 
     from .dicom_export import decimal_string
@@ -153,12 +157,12 @@ def _header(study, attrs, references, identity, s: int, t: int):
     for element in identity.values():
         ds[element.tag] = element
     ds.SOPClassUID = references["sop_class_uid"][s]
-    ds.SOPInstanceUID = references["sop_instance_uid"][s][t]
+    ds.SOPInstanceUID = sop_instance_uid
     ds.StudyInstanceUID = references["study_instance_uid"]
     ds.SeriesInstanceUID = references["series_instance_uid"][s]
     ds.FrameOfReferenceUID = references["frame_of_reference_uid"]
     ds.Modality = "MR"
-    ds.Rows, ds.Columns = study.shape[2:]
+    ds.Rows, ds.Columns = rows_cols
     ds.PixelSpacing = [decimal_string(v) for v in attrs["pixel_spacing_mm"]]
     ds.SliceThickness = decimal_string(attrs["slice_thickness_mm"])
     ds.ImageOrientationPatient = [decimal_string(v) for v in attrs["image_orientation_patient"]]

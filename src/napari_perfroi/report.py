@@ -382,7 +382,8 @@ def segment_table(report: dict[str, Any]) -> list[dict[str, Any]]:
 
 def write_report(study: Study, out_dir: str | Path) -> list[Path]:
     """Write bullseye.png, segments.csv, report.json, curves.png and report.pdf
-    (:data:`REPORT_FILES`) into ``out_dir``.
+    (:data:`REPORT_FILES`) into ``out_dir``, and the viability files when the study has
+    an analysed LGE study (:func:`napari_perfroi.lge.report.write_viability_report`).
 
     Each file is replaced atomically. Raises :class:`StoreError` when the
     study has no flow report yet.
@@ -398,7 +399,9 @@ def write_report(study: Study, out_dir: str | Path) -> list[Path]:
         _json_safe({"study": study.name, **head, **report}), indent=2, allow_nan=False) + "\n")
     _save_figure(_curves_figure(study.name, report), curves)
     write_pdf(study, pdf)
-    return [bullseye, table, document, curves, pdf]
+    from .lge.report import write_viability_report
+
+    return [bullseye, table, document, curves, pdf, *write_viability_report(study, out_dir)]
 
 
 def _segment_colour(segment: int) -> tuple[float, ...]:
@@ -566,7 +569,8 @@ def write_pdf(study: Study, path: str | Path) -> Path:
 
 
 def report_pdf_bytes(study: Study) -> bytes:
-    """The study's flow report as a one-page A4 portrait PDF.
+    """The study's flow report as a one-page A4 portrait PDF (a second page with the
+    viability report when the study has one, :mod:`napari_perfroi.lge.report`).
 
     The page shows the study and its source description, the software version,
     model, flow type, hematocrit, AIF source and saturation verdict; the
@@ -576,14 +580,14 @@ def report_pdf_bytes(study: Study) -> bytes:
     gives the same bytes. Raises :class:`StoreError` when the study has no
     flow report yet.
     """
+    from .lge.report import pdf_pages
+
     report = flow_report(study)
     page = _report_page(report, study.name, _describe_source(study.attrs["source"]))
-    pdf = io.BytesIO()
-    page.savefig(pdf, format="pdf", metadata={
+    return pdf_pages(page, study, metadata={
         "Title": f"{study.name}: {PAGE_TITLE}", "Creator": f"napari-perfroi {__version__}",
         "CreationDate": None,
     })
-    return pdf.getvalue()
 
 
 def _report_page(report: dict[str, Any], name: str, description: str) -> Figure:

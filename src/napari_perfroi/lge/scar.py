@@ -300,6 +300,8 @@ def segment_scar(
     ray_segments, walls, extents = [], [], []
     for s, mask in enumerate(myocardium):
         mask = mask & (aha[s] > 0)
+        if not mask.any():  # e.g. an LV blood pool without myocardium: a centre but no wall
+            continue
         centre = None if centres is None else centres[s]
         if centre is None or not all(math.isfinite(float(v)) for v in centre):
             centre = _lv_centre(mask)

@@ -233,9 +233,9 @@ def augment(inputs, labels, rng, device: str = "cpu"):
     return torch.cat([(scaled + noise) * inside, x[:, N_CHANNELS:]], dim=1), y
 
 
-def _deformation_lookup(n: int, rng, generator, device):
-    """grid_sample coordinates (n, TRAIN_CROP, TRAIN_CROP, 2): a random rotation, scale
-    0.85-1.2, mirror and a smooth elastic displacement of up to a few pixels."""
+def _deformation_lookup(n: int, rng, generator, device, size: int = TRAIN_CROP):
+    """grid_sample coordinates (n, size, size, 2): a random rotation, scale 0.85-1.2,
+    mirror and a smooth elastic displacement of up to a few pixels."""
     import torch
     import torch.nn.functional as F
 
@@ -247,12 +247,11 @@ def _deformation_lookup(n: int, rng, generator, device):
     affine[:, 0, 0], affine[:, 0, 1] = cos * mirror, -sin
     affine[:, 1, 0], affine[:, 1, 1] = sin * mirror, cos
     affine = torch.as_tensor(affine, dtype=torch.float32, device=device)
-    grid = F.affine_grid(affine, (n, 1, TRAIN_CROP, TRAIN_CROP), align_corners=False)
+    grid = F.affine_grid(affine, (n, 1, size, size), align_corners=False)
     strength = torch.as_tensor(rng.uniform(0.0, 0.03, (n, 1, 1, 1)), dtype=torch.float32,
                                device=device)
     coarse = torch.randn((n, 2, 5, 5), generator=generator, device=device) * strength
-    elastic = F.interpolate(coarse, size=(TRAIN_CROP, TRAIN_CROP), mode="bicubic",
-                            align_corners=False)
+    elastic = F.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=False)
     return grid + elastic.permute(0, 2, 3, 1)
 
 
