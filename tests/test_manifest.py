@@ -69,10 +69,13 @@ def test_manifest_is_valid_in_a_wheel_install(wheel, tmp_path):
         print(PluginManifest.from_distribution("{PLUGIN}").display_name)
         from napari_perfroi.segment.model import load_model
         print(load_model(device="cpu").weights_path)
+        from napari_perfroi.lge.models import KINDS, load_lge_model
+        print(";".join(str(load_lge_model(kind, device="cpu").weights_path) for kind in KINDS))
     """), env=env).splitlines()
-    package_dir, dist_dir, display_name, weights = where
+    package_dir, dist_dir, display_name, weights, lge_weights = where
     assert Path(package_dir) == target / "napari_perfroi"
     assert Path(dist_dir) == target
     assert display_name == "Perfusion ROI"
     assert Path(weights).is_relative_to(target)  # the wheel ships the model and it loads
+    assert all(Path(path).is_relative_to(target) for path in lge_weights.split(";"))
     _run(*isolated, "-m", "npe2", "validate", PLUGIN, "--imports", env=env)

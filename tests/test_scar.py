@@ -227,6 +227,9 @@ def test_empty_myocardium_gives_empty_results(geometry):
     rows = scar.segment_scar(empty, empty, np.zeros(image.shape, np.uint8), None, SPACING_MM)
     assert [row["segment"] for row in rows] == list(range(1, 17))
     assert all(row["pixels"] == 0 and row["scar_class"] is None for row in rows)
+    # A slice with an LV centre but no myocardium (a blood pool found without its wall).
+    rows = scar.segment_scar(empty, empty, geometry.aha, [(24.0, 24.0)] * len(image), SPACING_MM)
+    assert all(row["pixels"] == 0 for row in rows)
     # An all-NaN image has no remote statistics, so no scar.
     _, labels, _ = ring_study(0, 0.05)
     assert not scar.threshold_nsd(np.full(image.shape, np.nan), labels == MYOCARDIUM).any()

@@ -7,8 +7,8 @@ and ``viability`` measures scar per segment and, with the perfusion study's
 flow report, gives each coronary territory its verdict. A step whose input
 is missing runs the step that makes it first (:func:`run_lge_steps`).
 
-QA refuses a scar number that means nothing: on a magnitude slice whose remote
-myocardium is about as bright as the brightest of the LV (the inversion time
+QA refuses a scar number that means nothing: on a magnitude slice whose
+myocardium is not dark beside the brightest of the LV (the inversion time
 missed the myocardial null), scar cannot be told from myocardium; its
 segments are "not assessed".
 """
@@ -38,9 +38,10 @@ SCAR_METHODS = {
 }
 DEFAULT_SCAR_METHOD = "slice"
 DEFAULT_N_SD = 5.0
-# Remote myocardium at least this bright (x the 95th percentile of the LV blood pool and
-# myocardium) in a magnitude image: the myocardium is not nulled.
+# Remote myocardium (the wall's lower quartile) at least this bright (x the 95th percentile
+# of the LV blood pool and myocardium) in a magnitude image: the myocardium is not nulled.
 NOT_NULLED_FRACTION = 0.5
+REMOTE_PERCENTILE, BRIGHT_PERCENTILE = 25, 95
 # Of each step: the arrays it needs.
 _NEEDS = {"lge-segment": (), "lge-aha": ("labels",), "lge-scar": ("labels", "aha"),
           "viability": ("labels", "aha", "scar")}
@@ -194,7 +195,7 @@ def viability(lge: LgeStudy, study: Study) -> dict[str, Any]:
     myocardium = labels == MYOCARDIUM
     attrs = lge.attrs
     qa = []
-    unassessable = _not_nulled_slices(image, labels, sectors, attrs["lge_kind"])
+    unassessable = _not_nulled_slices(image, labels, attrs["lge_kind"])
     for s in unassessable:
         qa.append(f"LGE slice {s + 1}: the remote myocardium is not nulled (inversion time "
                   "off the myocardial null): scar cannot be told from it, not assessed")
@@ -252,18 +253,20 @@ def _global_scar_percent(rows: list[dict[str, Any]]) -> float | None:
         row["pixels"] for row in assessed)
 
 
-def _not_nulled_slices(image: np.ndarray, labels: np.ndarray, sectors: np.ndarray,
-                       kind: str) -> list[int]:
-    """Magnitude slices whose remote myocardium is not dark beside the LV's brightest."""
+def _not_nulled_slices(image: np.ndarray, labels: np.ndarray, kind: str) -> list[int]:
+    """Magnitude slices whose myocardium is not dark beside the LV's brightest pixels.
+
+    The myocardium's lower quartile stands for the remote wall: it holds even with
+    scar in half the wall or a few mislabelled pixels.
+    """
     if kind != "magnitude":
         return []  # PSIR keeps the sign: nulled myocardium is told apart whatever TI
-    myocardium = labels == MYOCARDIUM
-    remote = scar_rules.remote_myocardium(image, myocardium, sectors)
     slices = []
-    for s, values in enumerate(image):
-        heart = values[myocardium[s] | (labels[s] == LV_BLOOD)]
-        if remote[s].any() and heart.size and (
-                np.median(values[remote[s]]) >= NOT_NULLED_FRACTION * np.percentile(heart, 95)):
+    for s, (values, labelled) in enumerate(zip(image, labels)):
+        wall = values[labelled == MYOCARDIUM]
+        heart = values[(labelled == MYOCARDIUM) | (labelled == LV_BLOOD)]
+        if wall.size and (np.percentile(wall, REMOTE_PERCENTILE)
+                          >= NOT_NULLED_FRACTION * np.percentile(heart, BRIGHT_PERCENTILE)):
             slices.append(s)
     return slices
 
