@@ -408,24 +408,8 @@ class Study:
 
     def arrays(self) -> list[str]:
         """Public names of the arrays present, ``truth/...`` included."""
-        found = []
-        for folder, subfolders, files in os.walk(self.path):
-            # Staging and retired copies (dot names) may appear and vanish meanwhile.
-            subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
-            if folder == str(self.path):
-                subfolders[:] = [d for d in subfolders if d != LGE_GROUP]
-                continue
-            if "zarr.json" not in files:
-                continue
-            try:
-                node_type = _read_json(Path(folder) / "zarr.json").get("node_type")
-            except FileNotFoundError:
-                continue  # replaced meanwhile
-            if node_type == "array":
-                subfolders[:] = []  # chunk folders
-                path = Path(folder).relative_to(self.path).as_posix()
-                found.append(_PUBLIC_NAME.get(path, path))
-        return sorted(found)
+        return sorted(_PUBLIC_NAME.get(path, path)
+                      for path in zarr_array_paths(self.path, skip_groups=(LGE_GROUP,)))
 
     def read(self, name: str) -> np.ndarray:
         """Read a whole array into memory."""
@@ -522,6 +506,28 @@ class Study:
 class _ArrayMeta:
     shape: tuple[int, ...]
     dtype: np.dtype
+
+
+def zarr_array_paths(root: Path, skip_groups: tuple[str, ...] = ()) -> list[str]:
+    """Paths (relative to ``root``) of the zarr arrays under ``root``, leaving out its
+    top-level groups ``skip_groups`` and every dot-named (staging or retired) folder."""
+    found = []
+    for folder, subfolders, files in os.walk(root):
+        # Staging and retired copies (dot names) may appear and vanish meanwhile.
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+        if folder == str(root):
+            subfolders[:] = [d for d in subfolders if d not in skip_groups]
+            continue
+        if "zarr.json" not in files:
+            continue
+        try:
+            node_type = _read_json(Path(folder) / "zarr.json").get("node_type")
+        except FileNotFoundError:
+            continue  # replaced meanwhile
+        if node_type == "array":
+            subfolders[:] = []  # chunk folders
+            found.append(Path(folder).relative_to(root).as_posix())
+    return found
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -817,21 +817,9 @@ def write_lge_phantom(study, scar: str | None = None, *, overwrite: bool = False
         "perfusion_slice": list(range(n_slices)),
         "source": {"importer": "phantom",
                    "description": f"napari-perfroi LGE phantom, seed {attrs['seed']}"},
-        "truth": _jsonable_truth(phantom.truth),
+        "truth": phantom.truth,
     }, overwrite=overwrite)
     for name, array in (("labels", phantom.labels), ("scar", phantom.scar), ("aha", phantom.aha)):
         lge.write(f"truth/{name}", array)
     return lge
 
-
-def _jsonable_truth(truth: dict[str, Any]) -> dict[str, Any]:
-    def plain(value):
-        if isinstance(value, dict):
-            return {str(k): plain(v) for k, v in value.items()}
-        if isinstance(value, (list, tuple, np.ndarray)):
-            return [plain(v) for v in value]
-        if isinstance(value, np.generic):
-            return value.item()
-        return value
-
-    return plain(truth)

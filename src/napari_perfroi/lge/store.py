@@ -42,6 +42,7 @@ from ..study import (
     atomic_write_text,
     is_study_store,
     replace_dir,
+    zarr_array_paths,
 )
 
 FORMAT_VERSION = 1
@@ -238,20 +239,7 @@ class LgeStudy:
 
     def arrays(self) -> list[str]:
         """Names of the arrays present (``image`` included)."""
-        found = []
-        for folder, subfolders, files in os.walk(self.path):
-            # Staging and retired copies (dot names) may appear and vanish meanwhile.
-            subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
-            if folder == str(self.path) or "zarr.json" not in files:
-                continue
-            try:
-                node_type = _read_json(Path(folder) / "zarr.json").get("node_type")
-            except FileNotFoundError:
-                continue  # replaced meanwhile
-            if node_type == "array":
-                subfolders[:] = []  # chunk folders
-                found.append(Path(folder).relative_to(self.path).as_posix())
-        return sorted(found)
+        return sorted(zarr_array_paths(self.path))
 
     def zarr_array(self, name: str):
         """The zarr array ``name``, read-only (change arrays with :meth:`write`)."""
