@@ -63,13 +63,24 @@ def _cmd_lge_analyze(args: argparse.Namespace) -> None:
     steps = [name.strip() for name in args.steps.split(",") if name.strip()] or list(LGE_STEPS)
     study = Study.open(args.store, writable=True)
     run_lge_steps(study, steps, log=print, model=args.weights, method=args.scar_method,
-                  n_sd=args.n_sd)
+                  n_sd=args.n_sd, scar_weights=args.scar_weights)
 
 
 def _cmd_train_lge(args: argparse.Namespace) -> None:
-    from .lge.train import run_command
+    if args.finetune is None:
+        from .lge.train import run_command
 
-    run_command(args)
+        run_command(args)
+        return
+    from .lge.finetune import KIND, finetune_scar
+
+    if args.kind != KIND:
+        raise InputError(f"--finetune learns from the slices' fibrosis labels: --kind {KIND}")
+    metadata = finetune_scar(args.finetune, Path(args.out), base=args.weights or KIND,
+                             epochs=args.epochs, seed=args.seed)
+    change = metadata["finetuning"]["held_out_weak_loss"]
+    print(f"wrote {args.out}: held-out weak loss {change['before']} -> {change['after']}, "
+          f"threshold {metadata['threshold']}")
 
 
 def _phantom_setting(text: str) -> tuple[str, object]:
@@ -329,6 +340,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="with --scar-method nsd: SDs over the remote mean (default 5)")
     cmd.add_argument("--weights", default=None,
                      help="myocardium model weights (.safetensors; default: the shipped one)")
+    cmd.add_argument("--scar-weights", default=None,
+                     help="scar model weights for a model method (e.g. a model fine-tuned "
+                          "with train-lge --finetune; default: the shipped one)")
     cmd.set_defaults(run=_cmd_lge_analyze)
 
     cmd = commands.add_parser("analyze", help="run analysis steps on a study store")
@@ -506,6 +520,12 @@ def build_parser() -> argparse.ArgumentParser:
     from .lge.train import add_arguments
 
     add_arguments(cmd)
+    cmd.add_argument("--finetune", nargs="+", default=None, metavar="STORE",
+                     help="with --kind slice: fine-tune the slice-level scar model (--weights, "
+                          "default the shipped one) on the fibrosis yes/no labels of these "
+                          "stores' LGE slices; --out is then the .safetensors file to write")
+    cmd.add_argument("--weights", default=None,
+                     help="with --finetune: the model to start from (default: the shipped one)")
     cmd.set_defaults(run=_cmd_train_lge)
 
     cmd = commands.add_parser("info", help="print a summary of a study store")

@@ -89,14 +89,17 @@ def sectors_step(lge: LgeStudy, progress=None) -> str:
 
 
 def scar_step(lge: LgeStudy, method: str = DEFAULT_SCAR_METHOD, n_sd: float = DEFAULT_N_SD,
-              progress=None) -> str:
+              progress=None, weights=None) -> str:
     """Scar inside the myocardium by ``method`` (:data:`SCAR_METHODS`), on every slice not
-    edited by hand; the models also write their per-pixel ``scar_probability``."""
+    edited by hand; the models (``weights``: a fine-tuned file instead of the shipped
+    model of ``method``) also write their per-pixel ``scar_probability``."""
     if method not in SCAR_METHODS:
         raise InputError(f"unknown scar method {method!r} (expected one of "
                          f"{', '.join(SCAR_METHODS)})")
     if not n_sd > 0:
         raise InputError(f"--n-sd must be positive, got {n_sd}")
+    if weights is not None and method in ("nsd", "fwhm"):
+        raise InputError(f"scar weights are for the models, not the {method} rule")
     image = lge_image(lge)
     myocardium = lge.read("labels") == MYOCARDIUM
     spacing = lge.pixel_spacing_mm
@@ -112,7 +115,7 @@ def scar_step(lge: LgeStudy, method: str = DEFAULT_SCAR_METHOD, n_sd: float = DE
     else:
         from .models import load_lge_model, scar_probability
 
-        model = load_lge_model(method)
+        model = load_lge_model(weights or method)
         threshold = float(model.metadata.get("threshold", 0.5))
         probability = scar_probability(image, myocardium, spacing, model=model,
                                        progress=progress)
@@ -146,7 +149,8 @@ _STEP_FUNCTIONS: dict[str, Callable] = {
     "lge-segment": lambda lge, study, progress, o: segment_step(lge, o.get("model"), progress),
     "lge-aha": lambda lge, study, progress, o: sectors_step(lge, progress),
     "lge-scar": lambda lge, study, progress, o: scar_step(
-        lge, o.get("method") or DEFAULT_SCAR_METHOD, o.get("n_sd") or DEFAULT_N_SD, progress),
+        lge, o.get("method") or DEFAULT_SCAR_METHOD, o.get("n_sd") or DEFAULT_N_SD, progress,
+        o.get("scar_weights")),
     "viability": lambda lge, study, progress, o: viability_step(lge, study, progress),
 }
 
@@ -172,7 +176,7 @@ def run_lge_steps(study: Study, steps: list[str] | None = None,
                   log: Callable[[str], None] | None = None, **options) -> dict[str, str]:
     """Run LGE ``steps`` (default all) and their missing prerequisites on the LGE study of
     ``study``; {step: summary line}. ``progress(step, done, total)`` may raise to cancel
-    before a step writes; ``options``: model, method, n_sd."""
+    before a step writes; ``options``: model, method, n_sd, scar_weights."""
     lge = LgeStudy.open(study, writable=True)
     order = steps_to_run(lge, list(steps or LGE_STEPS))
     summaries = {}
