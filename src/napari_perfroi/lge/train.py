@@ -2,9 +2,7 @@
 
 Four kinds, one small U-Net each, all on the inputs of :mod:`.models`:
 
-- ``myocardium``: 4 classes, cross-entropy + soft Dice on the true labels,
-  scar pixels weighted ``1 + SCAR_WEIGHT`` in the cross-entropy (scar is
-  myocardium, however bright);
+- ``myocardium``: 4 classes, cross-entropy + soft Dice on the true labels;
 - ``pixel``: scar logit per pixel, binary cross-entropy + soft Dice on the
   true scar masks (microvascular obstruction counts as scar), inside the
   myocardium;
@@ -71,7 +69,6 @@ TOP_FRACTION = {"slice": 0.03, "stack": 0.01}  # of the myocardium pixels pooled
 BOTTOM_FRACTION = 0.5  # of the myocardium pixels whose mean must say "no scar"
 THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.1, 0.91, 0.05))
 PIXEL_THRESHOLD = 0.5
-SCAR_WEIGHT = 10.0  # extra weight of scar pixels in the myocardium model's cross-entropy
 # Acquisition settings outside the training draws, for benchmarks of generalisation.
 HELD_OUT = {"TI 150 ms": {"inversion_time_ms": 150.0}, "TI 600 ms": {"inversion_time_ms": 600.0},
             "1.0 mm pixels": {"pixel_spacing_mm": 1.0, "matrix": (320, 320)},
@@ -279,17 +276,6 @@ def pixel_loss(logits, scar, myocardium):
     return F.binary_cross_entropy_with_logits(values, target) + 1 - soft_dice
 
 
-def scar_loss(logits, labels, scar):
-    """Extra cross-entropy of the scar pixels, ``SCAR_WEIGHT`` times, averaged over all pixels:
-    scar is myocardium, however bright. Without it bright subendocardial scar is learnt as
-    blood pool, since scar is a small share of the myocardium and bright pixels beside the
-    cavity are mostly blood."""
-    import torch.nn.functional as F
-
-    per_pixel = F.cross_entropy(logits.float(), labels, reduction="none")
-    return SCAR_WEIGHT * (per_pixel * (scar > 0.5)).mean()
-
-
 def pooled_scores(logits, myocardium, groups, top_fraction: float):
     """(top, bottom) pooled logits of each group (a list of batch indices): the mean of the top
     ``top_fraction`` and of the lowest ``BOTTOM_FRACTION`` of the group's myocardium logits."""
@@ -332,7 +318,7 @@ def _step_loss(network, x, labels, scar, samples, index, kind):
 
     logits = network(x)
     if kind == "myocardium":
-        return segmentation_loss(logits, labels) + scar_loss(logits, labels, scar)
+        return segmentation_loss(logits, labels)
     if kind == "pixel":
         return pixel_loss(logits, scar, x[:, 1])
     groups, weak = _groups_and_labels(samples, index, kind)
@@ -367,8 +353,8 @@ def validate(network, samples: Samples, kind: str, batch_size: int, device: str)
         scar = samples.scar > 0
         covered = float((predicted[scar] == MYOCARDIUM).mean()) if scar.any() else 1.0
         return {"dice": dict(zip(["lv_blood_pool", "myocardium", "rv_blood_pool"], scores)),
-                "scar_labelled_myocardium": covered,
-                "score": float(np.nanmean([*scores, covered]))}
+                "scar_labelled_myocardium": covered,  # for information: not in the score
+                "score": float(np.nanmean(scores))}
     myocardium = samples.inputs[:, 1] >= 0.5
     if kind == "pixel":
         predicted = (outputs[:, 0] > 0) & myocardium  # probability above 0.5
@@ -532,8 +518,7 @@ def train(out_dir: Path, config: LgeTrainingConfig, log: Callable[[str], None] =
         "train_slices_with_scar": int(training.has_scar.sum()),
         "stored_crop": STORED_CROP[family],
         "train_crop": TRAIN_CROP[family],
-        "supervision": {"myocardium": f"true labels; scar pixels weighted {1 + SCAR_WEIGHT:g}x "
-                                      "in the cross-entropy",
+        "supervision": {"myocardium": "true labels",
                         "pixel": "true scar masks (MVO as scar)",
                         "slice": f"one bit per slice; top {TOP_FRACTION.get('slice')} / bottom "
                                  f"{BOTTOM_FRACTION} pooling of the myocardium logits",
