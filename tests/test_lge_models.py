@@ -28,7 +28,7 @@ from napari_perfroi.study import MYOCARDIUM
 
 # Unseen seeds (training uses seeds >= 300000); floors well below the benchmark's figures.
 MYOCARDIUM_DICE_FLOOR = 0.75
-SCAR_DICE_FLOOR = {"pixel": 0.6, "slice": 0.5, "stack": 0.4}
+SCAR_DICE_FLOOR = {"pixel": 0.5, "slice": 0.5, "stack": 0.25}  # measured 0.67, 0.69, 0.41
 FALSE_SCAR_SHARE = 0.02  # of the myocardium, in a study without scar
 
 
