@@ -1491,17 +1491,23 @@ def _kspace_window(n, resolution, taper):
     return np.where(frequency <= edge, 0.5 * (1.0 + np.cos(np.pi * ramp)), 0.0)
 
 
+def noise_sd_map(shape, g_factor: float, window: np.ndarray, noise_sd: float) -> np.ndarray:
+    """Per-pixel SD of the complex noise added before the k-space ``window``: ``noise_sd``
+    after the window, raised towards the image centre by the g-factor (parallel imaging)."""
+    n_rows, n_cols = shape
+    rows, cols = np.mgrid[0:n_rows, 0:n_cols]
+    spread = 0.25 * min(n_rows, n_cols)
+    g = 1.0 + g_factor * np.exp(
+        -((rows - n_rows / 2) ** 2 + (cols - n_cols / 2) ** 2) / (2 * spread**2)
+    )
+    return (noise_sd / math.sqrt(float(np.mean(window**2))) * g).astype(np.float32)
+
+
 def _acquire(p: PhantomParams, frames, noise_sd, rng):
     """Magnitude image: complex Gaussian noise (g-factor weighted), k-space truncation."""
     n_rows, n_cols = p.matrix
     window = _kspace_window(p.matrix[p.phase_axis], p.phase_resolution, p.kspace_taper)
-    rows, cols = np.mgrid[0:n_rows, 0:n_cols]
-    spread = 0.25 * min(n_rows, n_cols)
-    g = 1.0 + p.g_factor * np.exp(
-        -((rows - n_rows / 2) ** 2 + (cols - n_cols / 2) ** 2) / (2 * spread**2)
-    )
-    # Scale the noise so its SD after the k-space window is noise_sd.
-    sd = (noise_sd / math.sqrt(float(np.mean(window**2))) * g).astype(np.float32)
+    sd = noise_sd_map((n_rows, n_cols), p.g_factor, window, noise_sd)
     noise = rng.standard_normal((2, *frames.shape), dtype=np.float32)
     data = (frames + sd * noise[0]) + 1j * (sd * noise[1])
     axis = 1 + p.phase_axis

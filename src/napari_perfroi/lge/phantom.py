@@ -655,12 +655,7 @@ def _acquire(grid, q: LgeParams, signal, noise_sd, rng):
         ghosts = np.roll(signal, shift, axis=axis) + np.roll(signal, -shift, axis=axis)
         data = data + (0.5 * q.ghost_amplitude * np.exp(0.7j)) * ghosts
     window = perfusion._kspace_window(grid.matrix[axis], q.phase_resolution, q.kspace_taper)
-    rows, cols = np.mgrid[0:n_rows, 0:n_cols]
-    spread = 0.25 * min(n_rows, n_cols)
-    g = 1.0 + q.g_factor * np.exp(
-        -((rows - n_rows / 2) ** 2 + (cols - n_cols / 2) ** 2) / (2 * spread**2)
-    )
-    sd = (noise_sd / math.sqrt(float(np.mean(window**2))) * g).astype(np.float32)
+    sd = perfusion.noise_sd_map((n_rows, n_cols), q.g_factor, window, noise_sd)
     noise = rng.standard_normal((2, *signal.shape), dtype=np.float32)
     data = data + sd * (noise[0] + 1j * noise[1])
     spectrum = sp_fft.fft(data, axis=axis)

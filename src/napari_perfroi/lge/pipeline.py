@@ -45,7 +45,7 @@ REMOTE_PERCENTILE, BRIGHT_PERCENTILE = 25, 95
 # Of each step: the arrays it needs.
 _NEEDS = {"lge-segment": (), "lge-aha": ("labels",), "lge-scar": ("labels", "aha"),
           "viability": ("labels", "aha", "scar")}
-_MAKES = {"lge-segment": "labels", "lge-aha": "aha", "lge-scar": "scar"}
+_MAKER = {"labels": "lge-segment", "aha": "lge-aha", "scar": "lge-scar"}  # array: its step
 
 
 def lge_image(lge: LgeStudy) -> np.ndarray:
@@ -165,9 +165,8 @@ def steps_to_run(lge: LgeStudy, requested: list[str]) -> list[str]:
     for name in reversed(LGE_STEPS):
         if name in chosen:
             for needed in _NEEDS[name]:
-                maker = next(step for step, made in _MAKES.items() if made == needed)
-                if not lge.has(needed) or maker in chosen:
-                    chosen.add(maker)
+                if not lge.has(needed) or _MAKER[needed] in chosen:
+                    chosen.add(_MAKER[needed])
     return [name for name in LGE_STEPS if name in chosen]
 
 

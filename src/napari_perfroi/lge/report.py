@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +20,6 @@ from ..report import (
     SEGMENT_NAMES,
     SEGMENT_TERRITORY,
     TERRITORY_NAMES,
-    _cell,
     _json_safe,
     _save_figure,
     _segments_csv,
@@ -132,8 +132,9 @@ def _draw_viability_table(ax, document: dict[str, Any]) -> None:
 
 
 def _text(value: Any, decimals: int = 2) -> str:
-    cell = _cell(None if value is None else round(float(value), decimals))
-    return "–" if cell == "" else f"{float(cell):.{decimals}f}"
+    if value is None or not math.isfinite(value):
+        return "–"
+    return f"{value:.{decimals}f}"
 
 
 def pdf_pages(report_page: Figure, study: Study, metadata: dict[str, Any]) -> bytes:
